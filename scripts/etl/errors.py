@@ -87,3 +87,7 @@ class BackupError(EtlError):
 
 class LockHeld(EtlError):
     """Another run holds the pipeline lock."""
+
+
+class RunError(EtlError):
+    """The master run cannot start: no make, no Makefile, a bad run id or flag."""
