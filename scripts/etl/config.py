@@ -154,6 +154,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ETL_VALIDATE_SAMPLE", _parse_int(0), "0", "documents checked per collection (0: all)"),
     Setting("ETL_ROLLBACK_ON_INVALID", _parse_bool, "false", "restore the pre-load backup on exit 4"),
     Setting("ETL_MONGO_ALLOW_NO_COLLMOD", _parse_bool, "true", "go on when a server lacks collMod"),
+    Setting("ETL_NODE", _parse_str, "node", "Node.js executable for the TypeScript/Zod generators"),
+    Setting("ETL_CONTRACT_SAMPLE", _parse_int(1), "1000", "documents sampled per collection by test-data"),
     Setting("CLOUDWATCH_LOG_GROUP", _parse_str, "", "CloudWatch Logs group (empty: off)"),
     Setting("CLOUDWATCH_LOG_STREAM", _parse_str, "etl", "CloudWatch Logs stream prefix"),
     Setting("CLOUDWATCH_ENDPOINT_URL", _parse_http_url, "", "CloudWatch endpoint (empty: AWS)"),
