@@ -1,0 +1,195 @@
+# media_tool (PostgreSQL) -> bravo-1 (MongoDB). Each stage is a file target, so only stale
+# stages rerun; stages without a file output leave a stamp under .make/. `make help` lists
+# the targets. Settings: pipeline.env < pipeline.local.env < environment < make variables.
+
+.DELETE_ON_ERROR:
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules --no-print-directory
+
+PYTHON ?= python3
+VENV := .venv
+ETL := $(VENV)/bin/etl
+PYTEST := $(VENV)/bin/pytest
+BOOT := $(VENV)/.installed
+
+# A setting as the pipeline sees it, without starting Python: the environment first, then
+# pipeline.local.env, then pipeline.env.
+setting = $(or $($(1)),$(shell sed -n 's/^$(1)=//p' pipeline.env $(wildcard pipeline.local.env) | tail -n 1))
+
+# Make variables (DB=…, SOURCE=…) win over everything and are passed on as flags/settings.
+DB ?= $(call setting,MONGO_DB_NAME)
+SOURCE ?= $(call setting,ETL_SOURCE)
+export MONGO_DB_NAME := $(DB)
+export ETL_SOURCE := $(SOURCE)
+ifdef KEY
+ACQUIRE_FLAGS := --key $(KEY)
+endif
+ifdef DUMP
+export ETL_DUMP_FILE := $(abspath $(DUMP))
+endif
+
+# The files that link the stages (see docs/architecture.md).
+DUMP_POINTER := data/dumps/current.json
+RESTORED := data/restored.json
+SNAPSHOT := schemas/snapshots/current.json
+CHANGES := data/changes/latest.json
+DECIDED := data/changes/decided.json
+DECISIONS := schemas/decisions.yaml
+RULES := schemas/rules.yaml
+MAPPING := schemas/mapping.json
+CANONICAL := schemas/collections/index.json
+GENERATED := generated/.canonical-hash
+STAMPS := .make/$(DB)
+MONGO_SCHEMA := $(STAMPS)/mongo-schema.stamp
+TRANSFORMED := data/transformed/$(DB)/manifest.json
+LOADED := $(STAMPS)/load.stamp
+VALIDATED := $(STAMPS)/validate.stamp
+CONTRACT := $(STAMPS)/contract.stamp
+PUSHED := $(STAMPS)/push.stamp
+
+# With --source local there is no dump to tell us the database changed: always re-snapshot
+# (cheap: catalog queries; the snapshot file changes only when the schema does).
+SNAPSHOT_FORCE := $(if $(filter local,$(SOURCE)),FORCE)
+
+## ---- the pipeline -------------------------------------------------------------------
+
+all: $(BOOT) ## Run the whole pipeline (only stale stages work); INTERACTIVE=1, DB=…, SOURCE=…
+	@$(ETL) run $(if $(INTERACTIVE),--interactive) $(if $(DECISIONS_FILE),--decisions $(DECISIONS_FILE))
+
+demo: $(BOOT) node-deps ## The whole pipeline on local services and the sample dump
+	@$(ETL) services up
+	@$(ETL) sample --upload
+	@$(MAKE) all
+
+pipeline: $(PUSHED) $(CONTRACT) $(GENERATED) ## (internal) the stage graph that `make all` runs
+
+acquire: $(DUMP_POINTER) ## Fetch the newest dump (SOURCE=s3|direct|file|local, KEY=…, DUMP=path)
+restore: $(RESTORED) ## Restore the current dump into LOCAL_PG_DB
+snapshot: $(SNAPSHOT) ## Snapshot the restored database's schema
+decide: $(DECIDED) ## Apply safe changes and recorded decisions (exit 3 if any are missing)
+canonical: $(CANONICAL) ## Canonical per-collection schemas and the mapping
+generate: $(GENERATED) ## JSON Schema, OpenAPI, TypeScript, Zod and Pydantic artifacts
+mongo-schema: $(MONGO_SCHEMA) ## MongoDB validators and indexes
+transform: $(TRANSFORMED) ## PostgreSQL rows -> documents (mongodump layout)
+load: $(LOADED) ## Back up, then load the transformed data into MongoDB
+validate: $(VALIDATED) ## Check counts, schemas, checksums and references
+test-data: $(CONTRACT) ## Run the generated contract tests against the loaded database
+push: $(PUSHED) ## Upload the export to S3
+
+# The dump source is outside Make's sight, so acquisition always asks; current.json is
+# rewritten only when a different dump arrives.
+$(DUMP_POINTER): $(BOOT) FORCE
+	@$(ETL) acquire $(ACQUIRE_FLAGS)
+
+$(RESTORED): $(DUMP_POINTER)
+	@$(ETL) restore
+
+$(SNAPSHOT): $(RESTORED) $(SNAPSHOT_FORCE)
+	@$(ETL) snapshot
+
+$(CHANGES): $(SNAPSHOT) $(wildcard schemas/accepted.json)
+	@$(ETL) detect
+
+$(DECIDED): $(CHANGES) $(wildcard $(DECISIONS))
+	@$(ETL) decide $(if $(INTERACTIVE),--interactive) $(if $(DECISIONS_FILE),--decisions $(DECISIONS_FILE))
+
+$(CANONICAL) $(MAPPING) &: $(DECIDED) $(wildcard $(RULES))
+	@$(ETL) canonical
+
+$(GENERATED): $(CANONICAL)
+	@$(ETL) generate
+
+$(MONGO_SCHEMA): $(CANONICAL)
+	@$(ETL) mongo-schema
+	@mkdir -p $(@D) && touch $@
+
+$(TRANSFORMED): $(MAPPING) $(RESTORED) $(DECIDED)
+	@$(ETL) transform
+
+$(LOADED): $(TRANSFORMED) $(MONGO_SCHEMA)
+	@$(ETL) load
+	@mkdir -p $(@D) && touch $@
+
+$(VALIDATED): $(LOADED)
+	@$(ETL) validate --after-load
+	@mkdir -p $(@D) && touch $@
+
+$(CONTRACT): $(LOADED) $(GENERATED)
+	@$(ETL) test-data
+	@mkdir -p $(@D) && touch $@
+
+$(PUSHED): $(VALIDATED)
+	@$(ETL) push
+	@mkdir -p $(@D) && touch $@
+
+detect: $(BOOT) ## Snapshot now and report schema changes (exit 2 with EXIT_CODE=1 when any)
+	@$(MAKE) $(RESTORED)
+	@$(ETL) snapshot
+	@$(ETL) detect $(if $(EXIT_CODE),--exit-code)
+
+## ---- operations -----------------------------------------------------------------------
+
+list-versions: $(BOOT) ## List backup versions (DB=…)
+	@$(ETL) list-versions --db $(DB)
+
+rollback: $(BOOT) ## Restore a backup: make rollback VERSION=2025-06-28-001 [DB=…]
+	@test -n "$(VERSION)" || { echo "usage: make rollback VERSION=YYYY-MM-DD-NNN [DB=…]" >&2; exit 1; }
+	@$(ETL) rollback --version '$(VERSION)' --db $(DB) --yes
+
+status: $(BOOT) ## Collections, counts, accepted schema, last run, latest backup
+	@$(ETL) status --db $(DB)
+
+compare: $(BOOT) ## Two databases side by side: make compare A=bravo-1 B=bravo-1-20261126
+	@test -n "$(A)" -a -n "$(B)" || { echo "usage: make compare A=db1 B=db2" >&2; exit 1; }
+	@$(ETL) compare '$(A)' '$(B)'
+
+config: $(BOOT) ## Show the effective settings and where each came from
+	@$(ETL) config
+
+services-up: $(BOOT) ## Start the local PostgreSQL cluster and S3 server
+	@$(ETL) services up
+
+services-down: $(BOOT) ## Stop them (data folders stay)
+	@$(ETL) services down
+
+services-status: $(BOOT) ## What runs where
+	@$(ETL) services status
+
+## ---- development --------------------------------------------------------------------
+
+test: $(BOOT) node-deps wire-deps ## Run the test suite (starts its own PostgreSQL, S3, MongoDB stand-ins)
+	@$(PYTEST) $(PYTEST_ARGS)
+
+bench: $(BOOT) ## Benchmarks; results in bench/results.json
+	@$(VENV)/bin/python bench/bench_snapshot.py
+	@$(VENV)/bin/python bench/bench_transform_load.py
+
+$(BOOT): pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing Python dependencies into $(VENV) …"
+	@$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+node-deps: node_modules/.installed
+node_modules/.installed: package.json $(wildcard package-lock.json)
+	@command -v npm >/dev/null || { echo "npm not found: install Node 20 to generate TypeScript/Zod artifacts" >&2; exit 1; }
+	@npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+wire-deps: .venv-wire/.installed
+.venv-wire/.installed: $(wildcard scripts/setup-wire-venv.sh)
+	@bash scripts/setup-wire-venv.sh
+	@touch $@
+
+clean: ## Remove data/, .make/ and logs (backups/ and schemas/ stay)
+	rm -rf data .make logs reports
+
+help: ## This list
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]*:.*## / {printf "  %-16s %s\n", $$1, $$2} /^## ----/ {sub(/^## -+ */, ""); sub(/ -+$$/, ""); printf "\n%s\n", $$0}' $(MAKEFILE_LIST)
+
+FORCE:
+.PHONY: all demo pipeline acquire restore snapshot decide canonical generate mongo-schema transform \
+	load validate test-data push detect list-versions rollback status compare config services-up \
+	services-down services-status test bench node-deps wire-deps clean help FORCE
