@@ -91,3 +91,7 @@ class LockHeld(EtlError):
 
 class RunError(EtlError):
     """The master run cannot start: no make, no Makefile, a bad run id or flag."""
+
+
+class MigrationError(EtlError):
+    """A migration script is malformed, or the server refused one of its statements."""
