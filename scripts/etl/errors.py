@@ -95,3 +95,7 @@ class RunError(EtlError):
 
 class MigrationError(EtlError):
     """A migration script is malformed, or the server refused one of its statements."""
+
+
+class PushError(EtlError):
+    """Uploading the export to S3 failed: endpoint unreachable, bucket missing, no credentials."""
