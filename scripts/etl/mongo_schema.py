@@ -1,0 +1,337 @@
+"""MongoDB validators and indexes, derived from the canonical schemas.
+
+`validator_for(schema)` turns a canonical schema (draft 2020-12, JSON representation, with
+`x-bsonType` hints) into MongoDB's `$jsonSchema` dialect: `bsonType` instead of `type`, no
+`$ref`, no `format`, draft-4 exclusive bounds. `apply_validators` sets it with `create` for a
+new collection and `collMod` for an existing one; `sync_indexes` makes a collection's indexes
+exactly the expected ones (primary keys are `_id`; foreign keys, unique constraints and
+plain-column indexes come from the mapping), dropping those that disappeared.
+
+Servers differ: a stand-in may refuse validators or `collMod`. That is asked, not assumed: the
+refusal is caught, reported in one line, and the run goes on only when
+ETL_MONGO_ALLOW_NO_COLLMOD=true.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import click
+
+from etl.cli import config_options
+from etl.config import mask_uri
+from etl.errors import DatabaseError
+
+log = logging.getLogger("etl.mongo_schema")
+
+# Keywords MongoDB's $jsonSchema accepts besides bsonType/properties/items/required/….
+_STRING_KW = ("minLength", "maxLength", "pattern")
+_ARRAY_KW = ("minItems", "maxItems", "uniqueItems")
+_NUMERIC = {"int", "long", "double", "decimal", "number"}
+
+
+def _types(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _bounds(out: dict[str, Any], source: dict[str, Any]) -> None:
+    # Draft 2020-12 spells an exclusive bound as a number; draft 4 (MongoDB) as a flag beside
+    # minimum/maximum.
+    if "minimum" in source:
+        out["minimum"] = source["minimum"]
+    if "maximum" in source:
+        out["maximum"] = source["maximum"]
+    if "exclusiveMinimum" in source:
+        value = source["exclusiveMinimum"]
+        if isinstance(value, bool):
+            out["exclusiveMinimum"] = value
+        elif "minimum" not in out or value >= out["minimum"]:
+            out["minimum"], out["exclusiveMinimum"] = value, True
+    if "exclusiveMaximum" in source:
+        value = source["exclusiveMaximum"]
+        if isinstance(value, bool):
+            out["exclusiveMaximum"] = value
+        elif "maximum" not in out or value <= out["maximum"]:
+            out["maximum"], out["exclusiveMaximum"] = value, True
+
+
+def to_bson_schema(node: dict[str, Any]) -> dict[str, Any]:
+    """One canonical schema node in MongoDB's dialect."""
+    out: dict[str, Any] = {}
+    for key in ("title", "description"):
+        if isinstance(node.get(key), str):
+            out[key] = node[key]
+    types = _types(node.get("x-bsonType"))
+    if types:
+        out["bsonType"] = types[0] if len(types) == 1 else types
+    if "anyOf" in node:
+        out["anyOf"] = [to_bson_schema(n) for n in node["anyOf"]]
+    if "enum" in node and (not types or set(types) <= {"string", "null", "bool", "int", "long", "double"}):
+        out["enum"] = list(node["enum"])
+    if "string" in types:
+        for key in _STRING_KW:
+            if key in node:
+                out[key] = node[key]
+    if set(types) & _NUMERIC:
+        if node.get("type") in ("integer", "number") or (isinstance(node.get("type"), list)
+                                                        and set(node["type"]) & {"integer", "number"}):
+            _bounds(out, node)
+        if "x-bounds" in node:
+            _bounds(out, node["x-bounds"])
+    if "array" in types or "items" in node:
+        for key in _ARRAY_KW:
+            if key in node:
+                out[key] = node[key]
+        if isinstance(node.get("items"), dict):
+            out["items"] = to_bson_schema(node["items"])
+    if "object" in types and "properties" in node:
+        out["properties"] = {k: to_bson_schema(v) for k, v in node["properties"].items()}
+        if node.get("required"):
+            out["required"] = list(node["required"])
+        if isinstance(node.get("additionalProperties"), bool):
+            out["additionalProperties"] = node["additionalProperties"]
+    return out
+
+
+def validator_for(schema: dict[str, Any]) -> dict[str, Any]:
+    """The `{"$jsonSchema": …}` validator of a canonical collection schema."""
+    return {"$jsonSchema": to_bson_schema(schema)}
+
+
+def validation_options(strict: bool) -> dict[str, str]:
+    """strict/error rejects bad documents; moderate/warn logs them and leaves existing
+    documents that already break the rule alone (the gentler default for a schema in flux)."""
+    if strict:
+        return {"validationLevel": "strict", "validationAction": "error"}
+    return {"validationLevel": "moderate", "validationAction": "warn"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Indexes
+# ---------------------------------------------------------------------------------------------
+
+
+def expected_indexes(schema_or_spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The indexes a collection should have besides `_id_`, as
+    [{"name", "keys": [[field, 1], …], "unique", "partialFilterExpression"?}], from a canonical
+    schema (`x-indexes`) or a mapping collection (`indexes`)."""
+    specs = schema_or_spec.get("x-indexes", schema_or_spec.get("indexes")) or []
+    out = []
+    for spec in specs:
+        item: dict[str, Any] = {"name": spec["name"], "keys": [[k, int(d)] for k, d in spec["keys"]],
+                                "unique": bool(spec.get("unique"))}
+        if spec.get("partial"):
+            item["partialFilterExpression"] = spec["partial"]
+        out.append(item)
+    return out
+
+
+def _current_indexes(coll) -> dict[str, dict[str, Any]]:
+    found = {}
+    for info in coll.list_indexes():
+        info = dict(info)
+        name = info["name"]
+        if name == "_id_":
+            continue
+        keys = info.get("key", {})
+        found[name] = {"name": name, "keys": [[k, int(v)] for k, v in dict(keys).items()],
+                       "unique": bool(info.get("unique")),
+                       **({"partialFilterExpression": dict(info["partialFilterExpression"])}
+                          if info.get("partialFilterExpression") else {})}
+    return found
+
+
+def _same_index(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return (a["keys"] == b["keys"] and a["unique"] == b["unique"]
+            and (a.get("partialFilterExpression") or None) == (b.get("partialFilterExpression") or None))
+
+
+def sync_indexes(coll, expected: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
+    """Make `coll`'s indexes the expected ones: create the missing, rebuild the changed, drop
+    the ones no longer expected (except `_id_`). Returns {"created", "dropped", "kept"}."""
+    from pymongo.errors import PyMongoError
+
+    expected = list(expected)
+    current = _current_indexes(coll)
+    wanted = {spec["name"]: spec for spec in expected}
+    result: dict[str, list[str]] = {"created": [], "dropped": [], "kept": []}
+    try:
+        for name, spec in current.items():
+            if name not in wanted or not _same_index(spec, wanted[name]):
+                coll.drop_index(name)
+                result["dropped"].append(name)
+        for name, spec in wanted.items():
+            if name in current and _same_index(current[name], spec):
+                result["kept"].append(name)
+                continue
+            options: dict[str, Any] = {"name": name}
+            if spec["unique"]:
+                options["unique"] = True
+            if spec.get("partialFilterExpression"):
+                options["partialFilterExpression"] = spec["partialFilterExpression"]
+            coll.create_index([(k, d) for k, d in spec["keys"]], **options)
+            result["created"].append(name)
+    except (PyMongoError, NotImplementedError) as exc:
+        raise DatabaseError(f"indexes of {coll.name}: {_reason(exc)}") from None
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Validators
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    collection: str
+    action: str  # created | modified | unchanged | unsupported
+    reason: str = ""
+    indexes: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "details", None) or {}
+    msg = text.get("errmsg") if isinstance(text, dict) else None
+    msg = msg or str(exc) or type(exc).__name__
+    return msg.splitlines()[0][:200]
+
+
+def current_validator(db, name: str) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(validator, options) of collection `name` as the server reports them; (None, {}) when
+    the collection has none or the server does not report options."""
+    from pymongo.errors import PyMongoError
+
+    try:
+        for info in db.list_collections(filter={"name": name}):
+            options = dict(info.get("options") or {})
+            return options.get("validator"), options
+    except (PyMongoError, NotImplementedError) as exc:
+        log.info("cannot read the options of %s: %s", name, _reason(exc))
+    return None, {}
+
+
+def _plain(value: Any) -> Any:
+    # Servers hand options back as SON/RawBSON; compare plain data.
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def apply_validator(db, name: str, schema: dict[str, Any], *, strict: bool,
+                    allow_unsupported: bool) -> Outcome:
+    """Create `name` with the validator of `schema`, or collMod an existing collection.
+
+    A server that refuses validators or collMod: DatabaseError, unless `allow_unsupported`,
+    then the collection exists without a validator and the outcome says why."""
+    from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
+
+    validator = validator_for(schema)
+    options = validation_options(strict)
+    exists = name in db.list_collection_names()
+    if exists:
+        have, have_options = current_validator(db, name)
+        if (have is not None and _plain(have) == validator
+                and have_options.get("validationLevel", "strict") == options["validationLevel"]
+                and have_options.get("validationAction", "error") == options["validationAction"]):
+            return Outcome(name, "unchanged")
+        try:
+            db.command({"collMod": name, "validator": validator, **options})
+            return Outcome(name, "modified")
+        except (OperationFailure, NotImplementedError, PyMongoError) as exc:
+            return _unsupported(name, "collMod", exc, allow_unsupported)
+    try:
+        db.create_collection(name, validator=validator, **options)
+        return Outcome(name, "created")
+    except CollectionInvalid:  # created by someone else meanwhile: modify it instead
+        return apply_validator(db, name, schema, strict=strict, allow_unsupported=allow_unsupported)
+    except (OperationFailure, NotImplementedError, PyMongoError) as exc:
+        outcome = _unsupported(name, "create with a validator", exc, allow_unsupported)
+        try:
+            db.create_collection(name)
+        except (CollectionInvalid, PyMongoError, NotImplementedError):
+            pass  # exists now, or the server creates collections on first insert
+        return outcome
+
+
+def _unsupported(name: str, what: str, exc: BaseException, allow: bool) -> Outcome:
+    reason = f"the server refused {what} for {name}: {_reason(exc)}"
+    if not allow:
+        raise DatabaseError(reason, hint="use a server that supports validators, or set "
+                                         "ETL_MONGO_ALLOW_NO_COLLMOD=true to go on without them")
+    log.warning("%s; going on without a validator (ETL_MONGO_ALLOW_NO_COLLMOD=true)", reason)
+    return Outcome(name, "unsupported", reason)
+
+
+def apply_validators(db, schemas: dict[str, dict[str, Any]], *, strict: bool = False,
+                     allow_unsupported: bool = False, names: dict[str, str] | None = None,
+                     indexes: bool = True) -> list[Outcome]:
+    """Validators (and, with `indexes`, indexes) for every collection of `schemas`.
+
+    `names` maps a collection to the name to apply it to, so a load can prepare its staging
+    collections (`{"campaigns": "campaigns__staging_x"}`) before swapping them in."""
+    outcomes = []
+    for coll_name, schema in sorted(schemas.items()):
+        target = (names or {}).get(coll_name, coll_name)
+        outcome = apply_validator(db, target, schema, strict=strict, allow_unsupported=allow_unsupported)
+        if indexes:
+            outcome.indexes = sync_indexes(db[target], expected_indexes(schema))
+        outcomes.append(outcome)
+    return outcomes
+
+
+def run_mongo_schema(cfg, db_name: str | None = None, out=None) -> list[Outcome]:
+    from etl.canonical import read_canonical
+    from etl.mongo import connect
+
+    schemas = read_canonical()
+    db_name = db_name or cfg["MONGO_DB_NAME"]
+    client = connect(cfg["MONGO_URI"])
+    try:
+        return apply_validators(client[db_name], schemas, strict=cfg["ETL_SCHEMA_STRICT_MODE"],
+                                allow_unsupported=cfg["ETL_MONGO_ALLOW_NO_COLLMOD"])
+    finally:
+        client.close()
+
+
+@click.command("mongo-schema")
+@click.option("--db", "db_name", default=None, help="Target database (default MONGO_DB_NAME).")
+@config_options
+def mongo_schema_cmd(cfg, db_name: str | None):
+    """Apply validators and indexes from the canonical schemas to MongoDB.
+
+    Each collection gets a $jsonSchema validator (create for a new collection, collMod for an
+    existing one; strict/error when ETL_SCHEMA_STRICT_MODE=true, else moderate/warn) and
+    exactly the expected indexes: foreign keys, unique constraints and plain-column indexes;
+    indexes that disappeared are dropped. A server without validators or collMod stops the
+    command unless ETL_MONGO_ALLOW_NO_COLLMOD=true.
+
+    Example: etl mongo-schema --db bravo-1-20261126
+    """
+    from etl.mongo import check_db_name
+
+    if db_name:
+        cfg = cfg.with_overrides({"MONGO_DB_NAME": check_db_name(db_name)})
+    outcomes = run_mongo_schema(cfg)
+    target = f"{mask_uri(cfg['MONGO_URI'])} / {cfg['MONGO_DB_NAME']}"
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.action] = counts.get(o.action, 0) + 1
+        idx = o.indexes
+        changes = [f"+{n}" for n in idx.get("created", [])] + [f"-{n}" for n in idx.get("dropped", [])]
+        if o.action != "unchanged" or changes:
+            line = f"  {o.collection}: validator {o.action}"
+            if changes:
+                line += f"; indexes {' '.join(changes)}"
+            click.echo(line)
+    unsupported = [o for o in outcomes if o.action == "unsupported"]
+    if unsupported:
+        click.echo(f"Warning: this server does not enforce validators ({unsupported[0].reason}); "
+                   f"{len(unsupported)} collection(s) have none.", err=True)
+    summary = ", ".join(f"{n} {a}" for a, n in sorted(counts.items()))
+    click.echo(f"MongoDB schema applied to {target}: {summary or 'no collections'}.")
