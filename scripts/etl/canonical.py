@@ -70,8 +70,12 @@ def _scalar(bson: str, serialize: str | None, pg_type: str) -> dict[str, Any]:
             fmt = "date" if pg_type.strip() == "date" else "date-time"
             return {"type": "string", "format": fmt, "x-bsonType": "string"}
         return {"type": "string", "format": "date-time", "x-bsonType": "date"}
-    if bson in ("int", "long"):
-        return {"type": "integer", "x-bsonType": bson}
+    if bson == "int":
+        return {"type": "integer", "x-bsonType": "int"}
+    if bson == "long":
+        # pymongo decodes int64 as a plain int and re-encodes small ones as int32, so a value
+        # that went through a backup and restore may come back as int: both are the column.
+        return {"type": "integer", "x-bsonType": ["long", "int"]}
     if bson == "double":
         return {"type": "number", "x-bsonType": "double"}
     if bson == "bool":
