@@ -37,6 +37,10 @@ class SourceError(EtlError):
     """Acquisition failed: S3 unreachable, bucket/key missing, pg_dump failed, dump corrupt."""
 
 
+class SampleError(EtlError):
+    """The synthetic sample database could not be generated or dumped."""
+
+
 class RestoreError(EtlError):
     """pg_restore failed; the previous database is kept."""
 
