@@ -1,0 +1,651 @@
+"""`etl validate`: does what MongoDB holds match what the transform produced?
+
+Per collection of `data/transformed/<db>/`:
+
+- count: MongoDB holds as many documents as the manifest says were written;
+- content: an order-independent checksum of the documents in MongoDB equals that of the
+  `.bson` file (and each missing, extra or modified `_id` is counted);
+- schema: every document (or ETL_VALIDATE_SAMPLE of them) matches its canonical JSON Schema;
+- validator: no document fails the collection's `$jsonSchema` validator, on servers that can
+  query `$jsonSchema` (others are reported as not checked);
+
+and across collections, every reference (a foreign key of the accepted snapshot, as mapped
+to fields) points at an existing `_id`. The report goes to `reports/validation-<db>-<ts>.json`
+and `.md`; a failure raises ValidationFailed (exit 4) and, with ETL_ROLLBACK_ON_INVALID,
+restores the backup taken before the load.
+
+The content checksum of a collection is the sha256 of the sorted per-document digests, each
+digest the sha256 of the document's BSON with keys sorted at every level. Sorting the
+digests makes it independent of the order documents come back in; sorting keys makes it
+independent of the field order a server may change (it moves `_id` first), while BSON keeps
+types apart (an int32 5, an int64 5 and a double 5.0 hash differently). The same function
+checksums the transformed files, a backup and a collection, so the three can be compared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+import bson
+import click
+from bson.binary import UuidRepresentation
+from bson.codec_options import CodecOptions
+from bson.son import SON
+
+from etl.cli import config_options
+from etl.config import Config
+from etl.errors import DatabaseError, EtlError, ValidationFailed
+from etl.fsutil import read_json, write_atomic
+from etl.mongo import check_db_name, connect
+from etl.paths import paths
+from etl.progress import Progress
+
+log = logging.getLogger("etl.validate")
+
+# tz-aware UTC datetimes and standard UUIDs, so a document decoded from a file or a server
+# encodes back to the same BSON.
+CODEC = CodecOptions(tz_aware=True, tzinfo=timezone.utc, uuid_representation=UuidRepresentation.STANDARD)
+EXAMPLES = 5  # offending _ids shown per check; the counts are always complete
+NOT_CHECKED_JSONSCHEMA = "not checked: server lacks $jsonSchema queries"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the mongodump layout shared by the transform output and the backups
+
+
+def iter_bson(path: Path) -> Iterator[dict]:
+    """The documents of a mongodump `.bson` file, in file order."""
+    with open(path, "rb") as fh:
+        yield from bson.decode_file_iter(fh, codec_options=CODEC)
+
+
+def read_metadata(path: Path) -> dict:
+    """A `<collection>.metadata.json` (extended JSON, as mongodump writes it)."""
+    from bson import json_util
+
+    if not path.is_file():
+        return {"indexes": [], "options": {}}
+    return json_util.loads(path.read_text(encoding="utf-8"))
+
+
+@dataclass
+class ManifestEntry:
+    name: str
+    count: int | None = None
+    sha256: str | None = None  # of <name>.bson
+    metadata_sha256: str | None = None
+    skipped: int = 0
+    rows: int | None = None
+
+
+def _first(entry: Mapping, *keys: str) -> Any:
+    for key in keys:
+        if entry.get(key) is not None:
+            return entry[key]
+    return None
+
+
+def manifest_collections(manifest: Mapping) -> dict[str, ManifestEntry]:
+    """The per-collection part of a manifest (transform output or backup).
+
+    Accepts `collections` as a mapping name -> {count, sha256, …} or as a list of objects with
+    a `name`, and file checksums either inside the entry or in a top-level `files` mapping
+    keyed by file name, so the transform's and the backup's manifests read the same way.
+    """
+    raw = manifest.get("collections") or {}
+    if isinstance(raw, list):
+        items = [(str(e.get("name")), e) for e in raw if isinstance(e, Mapping) and e.get("name")]
+    else:
+        items = [(str(k), v if isinstance(v, Mapping) else {"count": v}) for k, v in raw.items()]
+    files = manifest.get("files") or {}
+
+    def file_sha(entry: Mapping, filename: str, *keys: str) -> str | None:
+        found = _first(entry, *keys)
+        inner = entry.get("files") if isinstance(entry.get("files"), Mapping) else {}
+        if found is None and filename in inner:
+            found = inner[filename]
+        if found is None and filename in files:
+            found = files[filename]
+        if isinstance(found, Mapping):
+            found = found.get("sha256")
+        return str(found) if found else None
+
+    out: dict[str, ManifestEntry] = {}
+    for name, entry in items:
+        count = _first(entry, "count", "documents", "docs")
+        rows = _first(entry, "rows", "source_rows")
+        out[name] = ManifestEntry(
+            name=name,
+            count=int(count) if count is not None else None,
+            sha256=file_sha(entry, f"{name}.bson", "sha256", "bson_sha256"),
+            metadata_sha256=file_sha(entry, f"{name}.metadata.json", "metadata_sha256"),
+            skipped=int(_first(entry, "skipped", "skips") or 0),
+            rows=int(rows) if rows is not None else None,
+        )
+    return out
+
+
+def read_manifest(folder: Path) -> dict:
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise EtlError(f"{path} not found", hint="run `make transform` first")
+    try:
+        return read_json(path)
+    except (OSError, ValueError) as exc:
+        raise EtlError(f"{path} is not readable JSON: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Content checksums
+
+
+def _canon(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return SON((k, _canon(value[k])) for k in sorted(value))
+    if isinstance(value, (list, tuple)):
+        return [_canon(v) for v in value]
+    return value
+
+
+def doc_digest(doc: Mapping) -> bytes:
+    """sha256 of the document's BSON with keys sorted at every level."""
+    return hashlib.sha256(bson.encode(_canon(doc), codec_options=CODEC)).digest()
+
+
+def id_key(value: Any) -> bytes:
+    """A hashable, type-exact key for an `_id` value."""
+    return bson.encode({"_id": _canon(value)}, codec_options=CODEC)
+
+
+def show_id(key: bytes) -> str:
+    from bson import json_util
+
+    return json_util.dumps(bson.decode(key, codec_options=CODEC)["_id"])
+
+
+def combine(digests: Iterable[bytes]) -> str:
+    return hashlib.sha256(b"".join(sorted(digests))).hexdigest()
+
+
+@dataclass
+class Digest:
+    count: int
+    sha256: str
+
+
+def content_digest(docs: Iterable[Mapping]) -> Digest:
+    """Count and order-independent checksum of documents (see the module docstring)."""
+    digests = [doc_digest(d) for d in docs]
+    return Digest(len(digests), combine(digests))
+
+
+def file_digest(path: Path) -> Digest:
+    return content_digest(iter_bson(path)) if path.is_file() else Digest(0, combine([]))
+
+
+def collection_digest(coll) -> Digest:
+    return content_digest(coll.find({}))
+
+
+# ---------------------------------------------------------------------------------------------
+# Canonical JSON Schema checks
+
+
+def to_json_doc(doc: Mapping) -> Any:
+    """The JSON form the canonical schemas describe: etl.contract's when present, else
+    MongoDB relaxed extended JSON."""
+    try:
+        from etl.contract import to_json_doc as contract_to_json
+    except ImportError:
+        from bson import json_util
+
+        return json.loads(json_util.dumps(doc, json_options=json_util.RELAXED_JSON_OPTIONS))
+    return contract_to_json(doc)
+
+
+def schema_validator(path: Path):
+    """A jsonschema validator for a canonical schema file, or None when there is none."""
+    from jsonschema import validators
+    from jsonschema.exceptions import SchemaError
+
+    if not path.is_file():
+        return None
+    schema = read_json(path)
+    cls = validators.validator_for(schema)
+    try:
+        cls.check_schema(schema)
+    except SchemaError as exc:
+        raise EtlError(f"{path.name} is not a valid JSON Schema: {exc.message}") from None
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def _schema_error(validator, doc: Mapping) -> str | None:
+    error = next(iter(validator.iter_errors(to_json_doc(doc))), None)
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path) or "(document)"
+    return f"{where}: {error.message[:200]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# References (foreign keys as fields)
+
+
+@dataclass(frozen=True)
+class Reference:
+    collection: str  # the referring collection
+    field: str
+    target: str  # the collection whose _id it points at
+    constraint: str = ""
+
+
+def references_from(mapping: Mapping, snapshot: Mapping) -> tuple[list[Reference], list[str]]:
+    """References to check, from the mapping and the accepted snapshot's foreign keys.
+
+    A single-column foreign key to a table whose collection has a single-column `_id` on the
+    referenced column becomes a Reference; anything else (composite keys, a target that is not
+    loaded) is returned as a note saying why it is not checked.
+    """
+    collections = mapping.get("collections") or {}
+    by_table = {spec.get("table"): name for name, spec in collections.items()}
+    tables = snapshot.get("tables") or {}
+    refs: list[Reference] = []
+    notes: list[str] = []
+    for name, spec in sorted(collections.items()):
+        field_of = {f.get("column"): f.get("name") for f in spec.get("fields") or []}
+        for fk in (tables.get(spec.get("table")) or {}).get("foreign_keys") or []:
+            label = f"{name}.{','.join(fk.get('columns') or [])} -> {fk.get('ref_table')}"
+            target = by_table.get(fk.get("ref_table"))
+            if target is None:
+                notes.append(f"{label}: not checked, {fk.get('ref_table')} is not loaded")
+                continue
+            target_id = (collections[target].get("id") or {})
+            if len(fk.get("columns") or []) != 1 or target_id.get("kind") != "single":
+                notes.append(f"{label}: not checked, composite reference")
+                continue
+            if list(fk.get("ref_columns") or []) != list(target_id.get("columns") or []):
+                notes.append(f"{label}: not checked, it references columns other than the _id")
+                continue
+            fieldname = field_of.get(fk["columns"][0])
+            if not fieldname:
+                notes.append(f"{label}: not checked, the column is not mapped to a field")
+                continue
+            refs.append(Reference(name, fieldname, target, fk.get("name") or ""))
+    return refs, notes
+
+
+def _ref_key(value: Any) -> Any:
+    # A reference stored as int32 must match an int64 _id, as it does in a MongoDB query.
+    from bson.decimal128 import Decimal128
+
+    if isinstance(value, Decimal128):
+        return value.to_decimal()
+    if isinstance(value, (Mapping, list)):
+        return id_key(value)
+    return value
+
+
+def check_reference(db, ref: Reference) -> dict:
+    targets = {_ref_key(d["_id"]) for d in db[ref.target].find({}, {"_id": 1})}
+    checked = orphans = 0
+    examples: list[str] = []
+    for doc in db[ref.collection].find({ref.field: {"$ne": None}}, {ref.field: 1}):
+        value = doc.get(ref.field)
+        if value is None:
+            continue
+        checked += 1
+        if _ref_key(value) not in targets:
+            orphans += 1
+            if len(examples) < EXAMPLES:
+                examples.append(f"_id {show_id(id_key(doc['_id']))}: {ref.field}={value!r}")
+    return {"collection": ref.collection, "field": ref.field, "references": ref.target,
+            "constraint": ref.constraint, "checked": checked, "orphans": orphans,
+            "examples": examples, "ok": orphans == 0}
+
+
+# ---------------------------------------------------------------------------------------------
+# Validator compliance
+
+
+def server_validator(db, name: str) -> tuple[dict | None, str | None]:
+    """(validator, note): the validator the server holds for `name`; note says when the server
+    cannot tell."""
+    try:
+        infos = list(db.list_collections(filter={"name": name}))
+    except (NotImplementedError, EtlError) as exc:
+        return None, f"server cannot list collection options ({type(exc).__name__})"
+    except Exception as exc:  # pymongo OperationFailure and the like: the server refused
+        return None, f"server cannot list collection options ({type(exc).__name__})"
+    if not infos:
+        return None, None
+    return (infos[0].get("options") or {}).get("validator"), None
+
+
+def check_validator(db, name: str, fallback: dict | None) -> dict:
+    validator, note = server_validator(db, name)
+    source = "server"
+    if validator is None and fallback:
+        validator, source = fallback, "transformed metadata"
+    if not validator:
+        return {"status": "no validator", "ok": True, "note": note}
+    try:
+        bad = db[name].count_documents({"$nor": [validator]})
+    except Exception as exc:  # NotImplementedError on stand-ins, OperationFailure on servers
+        log.info("validator query on %s refused: %s", name, type(exc).__name__)
+        return {"status": "not checked", "ok": True, "note": NOT_CHECKED_JSONSCHEMA,
+                "validator_from": source}
+    return {"status": "ok" if bad == 0 else "failed", "ok": bad == 0, "non_compliant": bad,
+            "validator_from": source}
+
+
+# ---------------------------------------------------------------------------------------------
+# One collection
+
+
+@dataclass
+class _Sample:
+    """The `size` documents with the smallest digests: a deterministic, content-spread sample."""
+
+    size: int
+    heap: list = field(default_factory=list)
+    seq: int = 0
+
+    def offer(self, digest: bytes, doc: dict) -> None:
+        self.seq += 1
+        item = (tuple(-b for b in digest[:8]), self.seq, doc)
+        if len(self.heap) < self.size:
+            heapq.heappush(self.heap, item)
+        elif item[0] > self.heap[0][0]:
+            heapq.heapreplace(self.heap, item)
+
+    def docs(self) -> list[dict]:
+        return [doc for _, _, doc in self.heap]
+
+
+def check_collection(db, name: str, folder: Path, entry: ManifestEntry, sample: int,
+                     schema_dir: Path) -> dict:
+    """Count, content, schema and validator checks of one collection against its files."""
+    bson_path = folder / f"{name}.bson"
+    expected: dict[bytes, bytes] = {}
+    for doc in iter_bson(bson_path) if bson_path.is_file() else ():
+        expected[id_key(doc.get("_id"))] = doc_digest(doc)
+    expected_sha = combine(expected.values())
+    expected_count = entry.count if entry.count is not None else len(expected)
+
+    validator = schema_validator(schema_dir / f"{name}.schema.json")
+    picker = _Sample(sample) if sample else None
+    schema_checked = schema_invalid = 0
+    schema_examples: list[str] = []
+
+    def schema_check(doc: dict) -> None:
+        nonlocal schema_checked, schema_invalid
+        schema_checked += 1
+        problem = _schema_error(validator, doc)
+        if problem:
+            schema_invalid += 1
+            if len(schema_examples) < EXAMPLES:
+                schema_examples.append(f"_id {show_id(id_key(doc.get('_id')))}: {problem}")
+
+    actual: list[bytes] = []
+    pending = dict(expected)
+    extra: list[bytes] = []
+    modified: list[bytes] = []
+    with Progress(f"validate {name}", total=expected_count or None, unit="docs") as bar:
+        for doc in db[name].find({}):
+            digest = doc_digest(doc)
+            actual.append(digest)
+            key = id_key(doc.get("_id"))
+            want = pending.pop(key, None)
+            if want is None:
+                extra.append(key)
+            elif want != digest:
+                modified.append(key)
+            if validator is not None:
+                if picker is None:
+                    schema_check(doc)
+                else:
+                    picker.offer(digest, doc)
+            bar.advance()
+    if validator is not None and picker is not None:
+        for doc in picker.docs():
+            schema_check(doc)
+    missing = list(pending)
+
+    actual_sha = combine(actual)
+    content_ok = actual_sha == expected_sha
+    examples = ([f"missing _id {show_id(k)}" for k in missing[:EXAMPLES]]
+                + [f"extra _id {show_id(k)}" for k in extra[:EXAMPLES]]
+                + [f"modified _id {show_id(k)}" for k in modified[:EXAMPLES]])
+    count_ok = len(actual) == expected_count
+    file_count_ok = len(expected) == expected_count
+    metadata = read_metadata(folder / f"{name}.metadata.json")
+    result = {
+        "count": {"expected": expected_count, "actual": len(actual), "in_file": len(expected),
+                  "skipped_at_transform": entry.skipped, "ok": count_ok and file_count_ok},
+        "content": {"expected_sha256": expected_sha, "actual_sha256": actual_sha, "ok": content_ok,
+                    "missing": len(missing), "extra": len(extra), "modified": len(modified),
+                    "examples": examples},
+        "schema": ({"status": "not checked", "ok": True, "note": "no canonical schema"}
+                   if validator is None else
+                   {"status": "ok" if schema_invalid == 0 else "failed", "ok": schema_invalid == 0,
+                    "checked": schema_checked, "invalid": schema_invalid,
+                    "sampled": bool(picker), "examples": schema_examples}),
+        "validator": check_validator(db, name, (metadata.get("options") or {}).get("validator")),
+    }
+    if entry.rows is not None and entry.rows - entry.skipped != expected_count:
+        result["count"]["ok"] = False
+        result["count"]["note"] = (f"manifest: {entry.rows} rows - {entry.skipped} skipped "
+                                   f"!= {expected_count} documents")
+    result["ok"] = all(result[k]["ok"] for k in ("count", "content", "schema", "validator"))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole database
+
+
+def _failures(report: dict) -> list[str]:
+    out: list[str] = []
+    for name, res in report["collections"].items():
+        c = res["count"]
+        if not c["ok"]:
+            out.append(c.get("note") or f"{name}: {c['actual']} documents in MongoDB, expected {c['expected']}"
+                       + (f" ({c['in_file']} in the file)" if c["in_file"] != c["expected"] else ""))
+        if not res["content"]["ok"]:
+            k = res["content"]
+            out.append(f"{name}: content differs ({k['missing']} missing, {k['extra']} extra, "
+                       f"{k['modified']} modified)")
+        if not res["schema"]["ok"]:
+            out.append(f"{name}: {res['schema']['invalid']} of {res['schema']['checked']} documents "
+                       "violate the canonical schema")
+        if not res["validator"]["ok"]:
+            out.append(f"{name}: {res['validator']['non_compliant']} documents fail the validator")
+    for ref in report["references"]:
+        if not ref["ok"]:
+            out.append(f"{ref['collection']}.{ref['field']}: {ref['orphans']} orphan references "
+                       f"to {ref['references']}")
+    return out
+
+
+def _load_references() -> tuple[list[Reference], list[str]]:
+    mapping_path = paths.schemas / "mapping.json"
+    snapshot_path = paths.schemas / "accepted.json"
+    if not (mapping_path.is_file() and snapshot_path.is_file()):
+        return [], ["references not checked: schemas/mapping.json or schemas/accepted.json missing"]
+    return references_from(read_json(mapping_path), read_json(snapshot_path))
+
+
+def validate(cfg: Config, db: str | None = None, *, sample: int | None = None,
+             folder: Path | None = None, references: list[Reference] | None = None,
+             schema_dir: Path | None = None) -> dict:
+    """Check database `db` against its transformed files; return the report (not written).
+
+    `references` defaults to the foreign keys of schemas/mapping.json + schemas/accepted.json.
+    """
+    db = check_db_name(db or cfg["MONGO_DB_NAME"])
+    folder = folder or paths.transformed / db
+    schema_dir = schema_dir or paths.schemas / "collections"
+    sample = cfg["ETL_VALIDATE_SAMPLE"] if sample is None else sample
+    manifest = read_manifest(folder)
+    entries = manifest_collections(manifest)
+    if not entries:
+        raise EtlError(f"{folder / 'manifest.json'} lists no collections")
+    notes: list[str] = []
+    if references is None:
+        references, notes = _load_references()
+
+    started = datetime.now(timezone.utc)
+    client = connect(cfg["MONGO_URI"])
+    try:
+        mdb = client[db]
+        collections = {name: check_collection(mdb, name, folder, entry, sample, schema_dir)
+                       for name, entry in sorted(entries.items())}
+        refs = [check_reference(mdb, ref) for ref in references
+                if ref.collection in entries and ref.target in entries]
+    except EtlError:
+        raise
+    except Exception as exc:  # pymongo's errors: the server went away or refused a read
+        raise DatabaseError(f"reading {db} failed: {type(exc).__name__}: {str(exc)[:200]}") from None
+    finally:
+        client.close()
+    report = {
+        "format_version": 1,
+        "database": db,
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "transformed": str(folder),
+        "manifest_version": manifest.get("version"),
+        "sample": sample,
+        "collections": collections,
+        "references": refs,
+        "notes": notes,
+        "rolled_back_to": None,
+    }
+    report["failures"] = _failures(report)
+    report["ok"] = not report["failures"]
+    return report
+
+
+def render_markdown(report: dict) -> str:
+    sample_text = f"{report['sample']} documents per collection" if report["sample"] else "all documents"
+    lines = [f"# Validation of {report['database']}: {'passed' if report['ok'] else 'FAILED'}", "",
+             f"Started {report['started_at']}, finished {report['finished_at']}; "
+             f"schema check on {sample_text}.",
+             "", "| collection | count | content | schema | validator |", "|---|---|---|---|---|"]
+    for name, res in report["collections"].items():
+        c, k, s, v = res["count"], res["content"], res["schema"], res["validator"]
+        count = f"{c['actual']}/{c['expected']}" + ("" if c["ok"] else " ✗")
+        content = "ok" if k["ok"] else f"✗ {k['missing']} missing, {k['extra']} extra, {k['modified']} modified"
+        schema = (s.get("note") or s["status"]) if "checked" not in s else (
+            f"ok ({s['checked']})" if s["ok"] else f"✗ {s['invalid']}/{s['checked']}")
+        validator = v.get("note") if v["status"] == "not checked" else (
+            v["status"] if v["ok"] else f"✗ {v['non_compliant']}")
+        lines.append(f"| {name} | {count} | {content} | {schema} | {validator} |")
+    if report["references"]:
+        lines += ["", "| reference | checked | orphans |", "|---|---|---|"]
+        for ref in report["references"]:
+            lines.append(f"| {ref['collection']}.{ref['field']} → {ref['references']} | "
+                         f"{ref['checked']} | {ref['orphans']}{'' if ref['ok'] else ' ✗'} |")
+    if report["failures"]:
+        lines += ["", "## Failures", ""] + [f"- {f}" for f in report["failures"]]
+        examples = [(n, e) for n, r in report["collections"].items()
+                    for e in r["content"]["examples"] + r["schema"].get("examples", [])]
+        examples += [(f"{r['collection']}.{r['field']}", e) for r in report["references"] for e in r["examples"]]
+        if examples:
+            lines += ["", "## Examples", ""] + [f"- {n}: {e}" for n, e in examples]
+    if report["notes"]:
+        lines += ["", "## Not checked", ""] + [f"- {n}" for n in report["notes"]]
+    if report.get("rolled_back_to"):
+        lines += ["", f"Rolled back to backup {report['rolled_back_to']}."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict) -> Path:
+    """Write reports/validation-<db>-<ts>.json and .md; return the .json path."""
+    stamp = datetime.fromisoformat(report["finished_at"]).strftime("%Y%m%dT%H%M%SZ")
+    base = paths.reports / f"validation-{report['database']}-{stamp}"
+    n = 1
+    while base.with_suffix(".json").exists():
+        n += 1
+        base = paths.reports / f"validation-{report['database']}-{stamp}-{n}"
+    write_atomic(base.with_suffix(".md"), render_markdown(report))
+    write_atomic(base.with_suffix(".json"), json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    return base.with_suffix(".json")
+
+
+def pre_load_backup(cfg: Config, db: str) -> str | None:
+    """The backup version taken before the last load: `backup_version` of the load stamp
+    (.make/<db>/load.stamp, JSON), else the newest backup of `db`."""
+    from etl.rollback import list_versions
+
+    stamp = paths.make_stamps / db / "load.stamp"
+    try:
+        recorded = read_json(stamp).get("backup_version")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if recorded:
+        return str(recorded)
+    versions = list_versions(db)
+    return versions[-1]["version"] if versions else None
+
+
+def validate_and_report(cfg: Config, db: str | None = None, *, rollback_on_invalid: bool | None = None,
+                        **kwargs) -> tuple[dict, Path]:
+    """validate(), write the report, roll back when configured; ValidationFailed on failure."""
+    db = check_db_name(db or cfg["MONGO_DB_NAME"])
+    report = validate(cfg, db, **kwargs)
+    rollback_on_invalid = cfg["ETL_ROLLBACK_ON_INVALID"] if rollback_on_invalid is None else rollback_on_invalid
+    restored = None
+    if not report["ok"] and rollback_on_invalid:
+        version = pre_load_backup(cfg, db)
+        if version is None:
+            report["notes"].append("rollback on invalid: no backup of this database to restore")
+        else:
+            from etl.rollback import rollback
+
+            log.warning("validation failed; restoring backup %s of %s", version, db)
+            rollback(cfg, db, version)
+            restored = report["rolled_back_to"] = version
+    path = write_report(report)
+    for line in report["failures"]:
+        log.error("%s", line)
+    if not report["ok"]:
+        first = report["failures"][0]
+        more = f" and {len(report['failures']) - 1} more" if len(report["failures"]) > 1 else ""
+        after = f"; restored backup {restored}" if restored else ""
+        raise ValidationFailed(f"validation of {db} failed: {first}{more}{after} (report: {path.with_suffix('.md')})")
+    return report, path
+
+
+@click.command("validate")
+@click.option("--db", help="Database to validate (default: MONGO_DB_NAME).")
+@click.option("--sample", type=click.IntRange(min=0), default=None,
+              help="Documents schema-checked per collection; 0 = all (default: ETL_VALIDATE_SAMPLE).")
+@click.option("--rollback-on-invalid/--no-rollback-on-invalid", default=None,
+              help="Restore the pre-load backup when validation fails (default: ETL_ROLLBACK_ON_INVALID).")
+@config_options
+def validate_cmd(cfg: Config, db: str | None, sample: int | None, rollback_on_invalid: bool | None):
+    """Check MongoDB against the transformed files: counts, checksums, schemas, references.
+
+    Writes reports/validation-<db>-<ts>.json and .md. Exit 4 when a check fails.
+
+    Example: etl validate --db bravo-1 --sample 1000
+    """
+    cfg = cfg.with_overrides({"MONGO_DB_NAME": db})
+    report, path = validate_and_report(cfg, cfg["MONGO_DB_NAME"], sample=sample,
+                                       rollback_on_invalid=rollback_on_invalid)
+    total = sum(r["count"]["actual"] for r in report["collections"].values())
+    click.echo(f"{report['database']}: {len(report['collections'])} collections, {total} documents valid")
+    for note in report["notes"]:
+        click.echo(f"  {note}")
+    for name, res in report["collections"].items():
+        if res["validator"]["status"] == "not checked":
+            click.echo(f"  {name}: validator {res['validator']['note']}")
+    click.echo(f"Report: {path}")
