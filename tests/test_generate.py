@@ -1,0 +1,433 @@
+"""`etl generate`: the artifacts are checked, not just written.
+
+Hand-written canonical schemas (three collections: a $defs reference, money as a decimal
+string, money as a number, a uuid _id, a composite _id, a non-public collection name) are
+generated once per module into a scratch folder; the TypeScript/Zod files are compiled with
+the project's pinned tsc and run with Node; the Pydantic models, JSON Schemas and OpenAPI
+document are checked in-process.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import yaml
+from bson import Binary, Decimal128
+from bson.int64 import Int64
+from click.testing import CliRunner
+
+from etl import generate as gen
+from etl.cli import cli
+from etl.contract import model_failures, schema_failures, to_json_doc
+from etl.fsutil import content_hash
+from etl.paths import SOURCE_ROOT
+
+NODE_MODULES = SOURCE_ROOT / "node_modules"
+TSC = NODE_MODULES / ".bin" / "tsc"
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+DECIMAL_2 = {"type": "string", "format": "decimal", "pattern": r"^-?[0-9]+(\.[0-9]{1,2})?$"}
+
+EXAMPLES: dict[str, dict] = {
+    "campaigns": {
+        "$schema": DRAFT,
+        "$id": "https://schemas.media-tool.local/collections/campaigns.schema.json",
+        "title": "campaigns",
+        "type": "object",
+        "properties": {
+            "_id": {"type": "integer", "bsonType": "long"},
+            "name": {"type": "string", "maxLength": 255},
+            "status": {"type": "string", "enum": ["draft", "active", "paused", "completed"]},
+            "budget": {**DECIMAL_2, "type": ["string", "null"]},
+            "start_date": {"type": "string", "format": "date-time"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "flights": {"type": "array", "items": {"$ref": "#/$defs/flight"}},
+        },
+        "required": ["_id", "name", "status", "start_date"],
+        "additionalProperties": False,
+        "$defs": {
+            "flight": {"type": "object",
+                       "properties": {"_id": {"type": "integer"}, "spend": DECIMAL_2,
+                                      "starts_on": {"type": "string", "format": "date"}},
+                       "required": ["_id", "spend"], "additionalProperties": False},
+        },
+    },
+    "advertisers": {
+        "$schema": DRAFT,
+        "title": "advertisers",
+        "type": "object",
+        "properties": {
+            "_id": {"type": "string", "format": "uuid"},
+            "name": {"type": "string", "minLength": 1},
+            "logo": {"type": ["string", "null"], "contentEncoding": "base64"},
+            "created_at": {"type": "string", "format": "date-time"},
+        },
+        "required": ["_id", "name", "created_at"],
+        "additionalProperties": False,
+    },
+    "reporting.daily_metrics": {
+        "$schema": DRAFT,
+        "title": "reporting.daily_metrics",
+        "type": "object",
+        "properties": {
+            "_id": {"type": "object",
+                    "properties": {"campaign_id": {"type": "integer"}, "day": {"type": "string", "format": "date"}},
+                    "required": ["campaign_id", "day"], "additionalProperties": False},
+            "impressions": {"type": "integer", "minimum": 0},
+            "ctr": {"type": "number"},
+            "cost": {"type": "number", "bsonType": "decimal"},
+        },
+        "required": ["_id", "impressions"],
+        "additionalProperties": False,
+    },
+}
+
+MAPPING = {"format_version": 1, "hash": "x", "collections": {
+    "campaigns": {"indexes": [{"keys": [["status", 1]], "unique": False, "name": "status_1"},
+                              {"keys": [["name", 1]], "unique": True, "name": "name_1"}]},
+    "advertisers": {"indexes": []},
+    "reporting.daily_metrics": {"indexes": [{"keys": [["_id.campaign_id", 1], ["_id.day", -1]],
+                                             "unique": False}]},
+}}
+
+UTC = dt.timezone.utc
+# Documents as pymongo returns them from a load, per collection: (good, broken).
+GOOD_DOCS = {
+    "campaigns": [
+        {"_id": Int64(1), "name": "Spring", "status": "active", "budget": Decimal128("1500.50"),
+         "start_date": dt.datetime(2026, 3, 1, tzinfo=UTC), "tags": ["tv"],
+         "flights": [{"_id": 10, "spend": Decimal128("99.90"), "starts_on": dt.datetime(2026, 3, 2, tzinfo=UTC)}]},
+        {"_id": Int64(2), "name": "Autumn", "status": "draft", "budget": None,
+         "start_date": dt.datetime(2026, 9, 1, 12, 30, 15, 250000, tzinfo=UTC)},
+    ],
+    "advertisers": [
+        {"_id": Binary(uuid.UUID("3f2b8c1e-5d7a-4e9b-8c2d-1a2b3c4d5e6f").bytes, 4), "name": "Acme", "logo": Binary(b"\x89PNG", 0),
+         "created_at": dt.datetime(2025, 1, 1, tzinfo=UTC)},
+    ],
+    "reporting.daily_metrics": [
+        {"_id": {"campaign_id": 1, "day": dt.datetime(2026, 3, 1, tzinfo=UTC)}, "impressions": 1200,
+         "ctr": 0.012, "cost": Decimal128("12.5")},
+    ],
+}
+BROKEN_DOCS = {
+    "campaigns": [
+        {"_id": Int64(3), "name": "No status", "start_date": dt.datetime(2026, 1, 1, tzinfo=UTC)},
+        {"_id": Int64(4), "name": "Bad", "status": "deleted", "start_date": dt.datetime(2026, 1, 1, tzinfo=UTC)},
+        {"_id": Int64(5), "name": "Money", "status": "draft", "budget": "lots",
+         "start_date": dt.datetime(2026, 1, 1, tzinfo=UTC)},
+    ],
+    "advertisers": [{"_id": "not-a-uuid", "name": "", "created_at": "yesterday", "extra": 1}],
+    "reporting.daily_metrics": [{"_id": {"campaign_id": "one", "day": "2026-03-01"}, "impressions": -1}],
+}
+
+
+def write_examples(root: Path, schemas: dict[str, dict] | None = None, mapping: dict | None = MAPPING) -> Path:
+    """schemas/collections/*.schema.json (+ mapping.json) under `root`; returns the folder."""
+    folder = root / "schemas" / "collections"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, schema in (schemas or EXAMPLES).items():
+        (folder / f"{name}.schema.json").write_text(json.dumps(schema, indent=2))
+    if mapping is not None:
+        (root / "schemas" / "mapping.json").write_text(json.dumps(mapping))
+    return folder
+
+
+def json_docs(collection: str, docs: list[dict]) -> list:
+    return [to_json_doc(d, EXAMPLES[collection]) for d in docs]
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, str]]:
+    """Relative path -> (mtime_ns, sha256) of every file under `folder`."""
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, content_hash(p.read_text()))
+            for p in sorted(folder.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def node_ready():
+    if not TSC.exists():
+        pytest.skip(f"Node packages not installed: run `npm ci` in {SOURCE_ROOT}")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, node_ready):
+    """The examples generated once: (project root, generated folder, GenerateResult)."""
+    root = tmp_path_factory.mktemp("gen")
+    schemas = write_examples(root)
+    result = gen.generate(schemas, root / "generated")
+    return root, root / "generated", result
+
+
+@pytest.fixture(scope="module")
+def compiled(built, tmp_path_factory):
+    """tsc over every generated .ts file (strict); the emitted JS, for Node to run."""
+    root, out, _ = built
+    js = tmp_path_factory.mktemp("js")
+    # Module resolution walks up from the sources and from the emitted files: both find the
+    # pinned packages through these links.
+    for where in (root, js):
+        (where / "node_modules").symlink_to(NODE_MODULES, target_is_directory=True)
+        (where / "package.json").write_text('{"type": "module"}')
+    sources = sorted(str(p) for p in out.glob("typescript/*.ts")) + sorted(str(p) for p in out.glob("zod/*.ts"))
+    proc = subprocess.run([str(TSC), "--strict", "--target", "es2022", "--module", "nodenext",
+                           "--moduleResolution", "nodenext", "--skipLibCheck", "--outDir", str(js),
+                           "--rootDir", str(out), *sources], capture_output=True, text=True, timeout=300)
+    return proc, js
+
+
+def run_zod(js: Path, checks: list[tuple[str, str, list]]) -> list[list[dict]]:
+    job = {"checks": [{"module": str(js / "zod" / f"{slug}.js"), "export": export, "documents": docs}
+                      for slug, export, docs in checks]}
+    proc = subprocess.run(["node", str(SOURCE_ROOT / "scripts/etl/node/validate.mjs")], input=json.dumps(job),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr or proc.stdout
+    return json.loads(proc.stdout)["results"]
+
+
+def load_model(out: Path, collection: str):
+    import importlib.util
+
+    c = gen.Collection(collection, EXAMPLES[collection], "")
+    spec = importlib.util.spec_from_file_location(f"gen_test_models_{c.slug}", out / "models" / f"{c.slug}.py")
+    module = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return getattr(module, c.type_name)
+
+
+# ---------------------------------------------------------------- what gets written
+
+
+def test_every_artifact_is_written_with_its_schema_hash(built):
+    _, out, result = built
+    canonical = gen.load_canonical(built[0] / "schemas" / "collections")
+    assert result.regenerated and not result.removed
+    assert sorted(result.written) == sorted(gen.expected_files(canonical))
+    for c in canonical.collections:
+        for rel in (f"jsonschema/{c.name}.schema.json", f"typescript/{c.slug}.ts", f"zod/{c.slug}.ts",
+                    f"models/{c.slug}.py", f"tests/test_{c.slug}.py"):
+            head = (out / rel).read_text()[:600]
+            assert f"canonical schema hash {c.hash}" in head, rel
+            assert "Do not edit" in head, rel
+    for rel in ("openapi.yaml", "jsonschema/bundle.json"):
+        assert f"canonical schema hash {canonical.hash}" in (out / rel).read_text()[:600]
+    marker = json.loads((out / gen.MARKER).read_text())
+    assert marker["inputs_hash"] == canonical.inputs_hash
+
+
+def test_openapi_document_validates(built):
+    from openapi_spec_validator import validate
+
+    spec = yaml.safe_load((built[1] / "openapi.yaml").read_text())
+    validate(spec)
+    assert set(spec["components"]["schemas"]) >= {"Campaigns", "Campaigns_flight", "Advertisers",
+                                                  "ReportingDailyMetrics"}
+    assert spec["components"]["schemas"]["Campaigns"]["properties"]["flights"]["items"] == \
+        {"$ref": "#/components/schemas/Campaigns_flight"}
+    for name in EXAMPLES:
+        assert spec["paths"][f"/{name}"]["get"]["responses"]["200"]
+        assert spec["paths"][f"/{name}/{{id}}"]["get"]["responses"]["404"]
+    id_param = spec["paths"]["/advertisers/{id}"]["get"]["parameters"][0]
+    assert id_param["schema"] == {"type": "string", "format": "uuid"}
+
+
+def test_openapi_validator_rejects_a_broken_document(built):
+    from openapi_spec_validator import validate
+    from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
+
+    spec = yaml.safe_load((built[1] / "openapi.yaml").read_text())
+    del spec["paths"]["/campaigns/{id}"]["get"]["parameters"][0]["in"]
+    with pytest.raises(OpenAPIValidationError):
+        validate(spec)
+
+
+def test_typescript_and_zod_compile(compiled):
+    proc, js = compiled
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (js / "zod" / "campaigns.js").is_file()
+
+
+def test_zod_accepts_loaded_documents_and_rejects_broken_ones(compiled):
+    proc, js = compiled
+    assert proc.returncode == 0, proc.stdout
+    checks, expect = [], []
+    for name in EXAMPLES:
+        c = gen.Collection(name, EXAMPLES[name], "")
+        good, bad = json_docs(name, GOOD_DOCS[name]), json_docs(name, BROKEN_DOCS[name])
+        checks.append((c.slug, c.schema_name, good + bad))
+        expect.append([True] * len(good) + [False] * len(bad))
+    results = run_zod(js, checks)
+    assert [[r["ok"] for r in per] for per in results] == expect
+    broken_status = results[0][len(GOOD_DOCS["campaigns"]) + 1]
+    assert any(issue.startswith("status:") for issue in broken_status["issues"])
+
+
+def test_pydantic_models_validate_the_same_documents(built):
+    out = built[1]
+    for name in EXAMPLES:
+        model = load_model(out, name)
+        assert model_failures(model, json_docs(name, GOOD_DOCS[name])) == [], name
+        failures = model_failures(model, json_docs(name, BROKEN_DOCS[name]))
+        ids = {f.split(":")[0] for f in failures}
+        assert len(ids) == len(BROKEN_DOCS[name]), (name, failures)
+
+
+def test_json_schemas_and_bundle_validate_the_same_documents(built):
+    from jsonschema import Draft202012Validator
+    from referencing import Registry
+    from referencing.jsonschema import DRAFT202012
+
+    out = built[1]
+    bundle = json.loads((out / "jsonschema" / "bundle.json").read_text())
+    registry = Registry().with_resource(bundle["$id"], DRAFT202012.create_resource(bundle)).crawl()
+    for name in EXAMPLES:
+        schema = json.loads((out / "jsonschema" / f"{name}.schema.json").read_text())
+        good, bad = json_docs(name, GOOD_DOCS[name]), json_docs(name, BROKEN_DOCS[name])
+        assert schema_failures(schema, good) == [], name
+        failed_ids = {f.split(":")[0] for f in schema_failures(schema, bad)}
+        assert len(failed_ids) == len(bad), name
+        via_bundle = Draft202012Validator({"$ref": bundle["$defs"][name]["$id"]}, registry=registry,
+                                          format_checker=Draft202012Validator.FORMAT_CHECKER)
+        assert all(via_bundle.is_valid(d) for d in good), name
+        assert not any(via_bundle.is_valid(d) for d in bad), name
+
+
+def test_contract_test_modules_embed_the_index_plan(built):
+    text = (built[1] / "tests" / "test_reporting_daily_metrics.py").read_text()
+    compile(text, "test_reporting_daily_metrics.py", "exec")
+    assert "COLLECTION = 'reporting.daily_metrics'" in text
+    assert "[['_id.campaign_id', 1], ['_id.day', -1]]" in text
+
+
+# ---------------------------------------------------------------- regenerating
+
+
+def test_a_second_run_changes_nothing(built):
+    root, out, _ = built
+    before = snapshot(out)
+    result = gen.generate(root / "schemas" / "collections", out)
+    assert not result.regenerated
+    assert snapshot(out) == before
+    forced = gen.generate(root / "schemas" / "collections", out, force=True)
+    assert forced.regenerated and forced.written == []
+    assert snapshot(out) == before
+
+
+def test_one_new_optional_column_rewrites_that_collection_and_the_bundles(tmp_path, node_ready):
+    schemas = write_examples(tmp_path)
+    out = tmp_path / "generated"
+    gen.generate(schemas, out)
+    before = snapshot(out)
+
+    changed = copy.deepcopy(EXAMPLES["advertisers"])
+    changed["properties"]["website"] = {"type": ["string", "null"]}
+    write_examples(tmp_path, {"advertisers": changed})
+    result = gen.generate(schemas, out)
+
+    advertisers = {"jsonschema/advertisers.schema.json", "typescript/advertisers.ts", "zod/advertisers.ts",
+                   "models/advertisers.py", "tests/test_advertisers.py"}
+    bundles = {"jsonschema/bundle.json", "openapi.yaml", gen.MARKER}
+    assert set(result.written) == advertisers | bundles
+    after = snapshot(out)
+    rewritten = {rel for rel in after if after[rel] != before.get(rel)}
+    assert rewritten == advertisers | bundles
+    assert "website" in (out / "typescript" / "advertisers.ts").read_text()
+    assert "website" in (out / "models" / "advertisers.py").read_text()
+
+
+def test_a_removed_collection_loses_its_artifacts(tmp_path, node_ready):
+    schemas = write_examples(tmp_path)
+    out = tmp_path / "generated"
+    gen.generate(schemas, out)
+    (schemas / "advertisers.schema.json").unlink()
+    result = gen.generate(schemas, out)
+    assert sorted(result.removed) == ["jsonschema/advertisers.schema.json", "models/advertisers.py",
+                                      "tests/test_advertisers.py", "typescript/advertisers.ts",
+                                      "zod/advertisers.ts"]
+    assert not list(out.rglob("*advertisers*"))
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def invoke(args: list[str], env: dict[str, str] | None = None):
+    return CliRunner().invoke(cli, args, env=env)
+
+
+def test_node_absent_is_one_line_and_keeps_the_artifacts(built, tmp_path):
+    root, _, _ = built
+    out = tmp_path / "generated"
+    shutil.copytree(built[1], out)
+    changed = copy.deepcopy(EXAMPLES)
+    changed["campaigns"]["properties"]["notes"] = {"type": "string"}
+    schemas = write_examples(tmp_path, changed)
+    before = snapshot(out)
+    result = invoke(["generate", "--schemas", str(schemas), "--out", str(out)],
+                    env={"ETL_NODE": str(tmp_path / "no-such-node"), "ETL_ROOT": str(tmp_path)})
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: Node.js is not installed")
+    assert len(result.output.strip().splitlines()) == 1
+    assert snapshot(out) == before
+
+
+def test_missing_node_package_names_it(tmp_path, monkeypatch, node_ready):
+    # The driver outside the project cannot find node_modules, as on a machine without `npm ci`.
+    driver = tmp_path / "generate.mjs"
+    shutil.copy(gen.NODE_DRIVER, driver)
+    monkeypatch.setattr(gen, "NODE_DRIVER", driver)
+    schemas = write_examples(tmp_path)
+    with pytest.raises(gen.GenerateError, match="Node package json-schema-to-typescript is not installed"):
+        gen.generate(schemas, tmp_path / "generated")
+    assert not (tmp_path / "generated").exists()
+
+
+def test_unreadable_schema_is_one_line(tmp_path):
+    schemas = write_examples(tmp_path)
+    (schemas / "broken.schema.json").write_text("{not json")
+    result = invoke(["generate", "--schemas", str(schemas), "--out", str(tmp_path / "g")],
+                    env={"ETL_ROOT": str(tmp_path)})
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: broken.schema.json: not readable JSON")
+    assert not (tmp_path / "g").exists()
+
+
+def test_recursive_reference_cannot_become_zod(tmp_path):
+    schema = {"type": "object", "properties": {"child": {"$ref": "#/$defs/node"}},
+              "$defs": {"node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/node"}}}}}
+    with pytest.raises(gen.GenerateError, match="recursive"):
+        gen.inline_refs(schema, collection="tree")
+
+
+def test_inline_refs_keeps_sibling_keywords():
+    schema = EXAMPLES["campaigns"]
+    flat = gen.inline_refs(schema)
+    assert "$defs" not in flat
+    assert flat["properties"]["flights"]["items"]["required"] == ["_id", "spend"]
+
+
+# ---------------------------------------------------------------- the committed artifacts
+
+
+def test_committed_artifacts_are_current(tmp_path, node_ready):
+    """generated/ in the repository is exactly what schemas/collections/ generates today."""
+    committed = SOURCE_ROOT / "generated"
+    schemas = SOURCE_ROOT / "schemas" / "collections"
+    owned = [p for sub in gen.OWNED_DIRS for p in (committed / sub).glob("*") if p.is_file()]
+    if not schemas.is_dir() or not list(schemas.glob("*.schema.json")):
+        assert owned == [], "generated/ holds artifacts but schemas/collections/ has no schemas"
+        return
+    fresh = tmp_path / "generated"
+    gen.generate(schemas, fresh)
+    want = {rel: h for rel, (_, h) in snapshot(fresh).items()}
+    have = {rel: h for rel, (_, h) in snapshot(committed).items()}
+    stale = sorted(rel for rel in want.keys() | have.keys() if want.get(rel) != have.get(rel))
+    assert not stale, f"out of date (run `make generate`): {', '.join(stale)}"
