@@ -198,16 +198,16 @@ def collection_digest(coll) -> Digest:
 # Canonical JSON Schema checks
 
 
-def to_json_doc(doc: Mapping) -> Any:
-    """The JSON form the canonical schemas describe: etl.contract's when present, else
-    MongoDB relaxed extended JSON."""
+def to_json_doc(doc: Mapping, schema: dict | None = None) -> Any:
+    """The JSON form the canonical schemas describe (docs/mapping-and-rules.md): etl.contract's
+    when present, else MongoDB relaxed extended JSON."""
     try:
         from etl.contract import to_json_doc as contract_to_json
     except ImportError:
         from bson import json_util
 
         return json.loads(json_util.dumps(doc, json_options=json_util.RELAXED_JSON_OPTIONS))
-    return contract_to_json(doc)
+    return contract_to_json(doc, schema)
 
 
 def schema_validator(path: Path):
@@ -227,7 +227,7 @@ def schema_validator(path: Path):
 
 
 def _schema_error(validator, doc: Mapping) -> str | None:
-    error = next(iter(validator.iter_errors(to_json_doc(doc))), None)
+    error = next(iter(validator.iter_errors(to_json_doc(doc, validator.schema))), None)
     if error is None:
         return None
     where = "/".join(str(p) for p in error.absolute_path) or "(document)"
@@ -569,15 +569,17 @@ def render_markdown(report: dict) -> str:
 
 def write_report(report: dict) -> Path:
     """Write reports/validation-<db>-<ts>.json and .md; return the .json path."""
-    stamp = datetime.fromisoformat(report["finished_at"]).strftime("%Y%m%dT%H%M%SZ")
-    base = paths.reports / f"validation-{report['database']}-{stamp}"
+    # Milliseconds, so reports sort by name in the order they were written.
+    now = datetime.now(timezone.utc)
+    stamp = now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z"
+    name = f"validation-{report['database']}-{stamp}"
     n = 1
-    while base.with_suffix(".json").exists():
+    while (paths.reports / f"{name}.json").exists():
         n += 1
-        base = paths.reports / f"validation-{report['database']}-{stamp}-{n}"
-    write_atomic(base.with_suffix(".md"), render_markdown(report))
-    write_atomic(base.with_suffix(".json"), json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
-    return base.with_suffix(".json")
+        name = f"validation-{report['database']}-{stamp}{n}"
+    write_atomic(paths.reports / f"{name}.md", render_markdown(report))
+    write_atomic(paths.reports / f"{name}.json", json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    return paths.reports / f"{name}.json"
 
 
 def pre_load_backup(cfg: Config, db: str) -> str | None:
@@ -620,7 +622,7 @@ def validate_and_report(cfg: Config, db: str | None = None, *, rollback_on_inval
         first = report["failures"][0]
         more = f" and {len(report['failures']) - 1} more" if len(report["failures"]) > 1 else ""
         after = f"; restored backup {restored}" if restored else ""
-        raise ValidationFailed(f"validation of {db} failed: {first}{more}{after} (report: {path.with_suffix('.md')})")
+        raise ValidationFailed(f"validation of {db} failed: {first}{more}{after} (report: {path.parent / (path.stem + '.md')})")
     return report, path
 
 

@@ -1,0 +1,362 @@
+"""`etl list-versions` and `etl rollback`: put a backed-up version of a database back.
+
+A backup version is `backups/<db>/<YYYY-MM-DD-NNN>/`: the mongodump layout (`<coll>.bson`,
+`<coll>.metadata.json` with indexes and options, validators included) plus `manifest.json`.
+A rollback
+
+1. refuses anything that is not a well-formed version of an existing backup of that database,
+2. checks every file against the manifest's sha256 before touching MongoDB,
+3. backs up the current state (etl.backup.take_backup), so the rollback can itself be undone,
+4. per collection, fills a staging collection (options, validator, documents, indexes) and
+   renames it over the live one (`dropTarget`), so readers see the old or the new collection,
+   never a half-restored one,
+5. verifies each restored collection's count and content checksum against the backup.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from etl.cli import config_options
+from etl.config import Config
+from etl.errors import BackupError, DatabaseError, EtlError
+from etl.fsutil import read_json, sha256_file
+from etl.mongo import check_db_name, connect
+from etl.paths import paths
+from etl.progress import Progress
+from etl.validate import (ManifestEntry, combine, doc_digest, iter_bson, manifest_collections,
+                          read_metadata)
+
+log = logging.getLogger("etl.rollback")
+
+VERSION_RE = re.compile(r"\d{4}-\d{2}-\d{2}-\d{3}")
+STAGING_PREFIX = "_rollback_"
+
+
+def check_version(version: str) -> str:
+    """The version if it is exactly YYYY-MM-DD-NNN; a path or shell fragment never gets further."""
+    if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
+        raise BackupError(f"malformed backup version {str(version)[:40]!r}: expected YYYY-MM-DD-NNN, "
+                          "e.g. 2025-06-28-001")
+    return version
+
+
+def version_dir(db: str, version: str) -> Path:
+    db, version = check_db_name(db), check_version(version)
+    folder = paths.backups / db / version
+    if not (folder / "manifest.json").is_file():
+        raise BackupError(f"no backup {version} of {db}", hint="`make list-versions` lists them")
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------
+# Listing
+
+
+def _size(folder: Path, manifest: dict) -> int:
+    for key in ("size", "size_bytes", "bytes"):
+        if isinstance(manifest.get(key), int):
+            return manifest[key]
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+
+
+def _source_dump(manifest: dict) -> str | None:
+    source = manifest.get("source_dump", manifest.get("source"))
+    if isinstance(source, dict):
+        return source.get("file") or source.get("name") or source.get("key") or source.get("sha256")
+    return source
+
+
+def describe_version(folder: Path) -> dict:
+    manifest = read_json(folder / "manifest.json")
+    entries = manifest_collections(manifest)
+    counts = {name: e.count for name, e in sorted(entries.items())}
+    return {
+        "version": folder.name,
+        "database": manifest.get("database") or folder.parent.name,
+        "created_at": manifest.get("created_at"),
+        "collections": sorted(entries),
+        "counts": counts,
+        "documents": sum(c or 0 for c in counts.values()),
+        "source_dump": _source_dump(manifest),
+        "schema_hash": manifest.get("schema_hash"),
+        "size": _size(folder, manifest),
+        "path": str(folder),
+    }
+
+
+def list_versions(db: str | None = None) -> list[dict]:
+    """Every backup version (of `db`, or of all databases), oldest first."""
+    root = paths.backups
+    dbs = [check_db_name(db)] if db else sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    out: list[dict] = []
+    for name in dbs:
+        base = root / name
+        if not base.is_dir():
+            continue
+        for folder in sorted(base.iterdir()):
+            if VERSION_RE.fullmatch(folder.name) and (folder / "manifest.json").is_file():
+                try:
+                    out.append(describe_version(folder))
+                except (OSError, ValueError) as exc:
+                    log.warning("backup %s is unreadable: %s", folder, exc)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Restoring
+
+
+def verify_files(folder: Path, entries: dict[str, ManifestEntry]) -> None:
+    """Every collection file present and matching the manifest's sha256."""
+    for name, entry in sorted(entries.items()):
+        for filename, want in ((f"{name}.bson", entry.sha256),
+                               (f"{name}.metadata.json", entry.metadata_sha256)):
+            path = folder / filename
+            if not path.is_file():
+                if filename.endswith(".bson") and entry.count:
+                    raise BackupError(f"backup {folder.name}: {filename} is missing")
+                continue
+            if want and sha256_file(path) != want:
+                raise BackupError(f"backup {folder.name}: {filename} does not match its manifest sha256 "
+                                  "(corrupt or modified)")
+
+
+def _pin(folder: Path) -> Path:
+    """Hard-link the version's files into a private folder: taking the pre-rollback backup may
+    prune old versions (retention), and the one being restored must survive that."""
+    pinned = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".restoring-{folder.name}-"))
+    for path in folder.iterdir():
+        if path.is_file():
+            try:
+                os.link(path, pinned / path.name)
+            except OSError:  # another filesystem or no hard links: copy instead
+                shutil.copy2(path, pinned / path.name)
+    return pinned
+
+
+def _index_specs(metadata: dict) -> list[dict]:
+    return [ix for ix in metadata.get("indexes") or [] if ix.get("name") != "_id_"]
+
+
+def _create_staging(mdb, staging: str, options: dict, allow_no_options: bool, warnings: list[str],
+                    name: str) -> None:
+    options = {k: v for k, v in options.items() if k not in ("uuid",)}
+    if staging in mdb.list_collection_names():
+        mdb.drop_collection(staging)  # left over by an interrupted rollback
+    if not options:
+        mdb.create_collection(staging)
+        return
+    try:
+        mdb.create_collection(staging, **options)
+    except Exception as exc:  # NotImplementedError on stand-ins, OperationFailure on servers
+        if not allow_no_options:
+            raise BackupError(f"{name}: the server refused the collection options "
+                              f"({', '.join(sorted(options))}): {type(exc).__name__}",
+                              hint="set ETL_MONGO_ALLOW_NO_COLLMOD=true to restore without them") from None
+        warnings.append(f"{name}: validator/options not restored, the server refused them "
+                        f"({type(exc).__name__})")
+        log.warning("%s", warnings[-1])
+        if staging not in mdb.list_collection_names():
+            mdb.create_collection(staging)
+
+
+def _swap(mdb, staging: str, name: str, warnings: list[str]) -> None:
+    try:
+        mdb[staging].rename(name, dropTarget=True)
+        return
+    except Exception as exc:  # a server without rename(dropTarget): drop, then rename
+        note = f"{name}: the server refused an atomic rename ({type(exc).__name__}); dropped and renamed"
+    warnings.append(note)
+    log.warning("%s", note)
+    mdb.drop_collection(name)
+    mdb[staging].rename(name)
+
+
+def restore_collection(mdb, name: str, folder: Path, batch_size: int, allow_no_options: bool,
+                       warnings: list[str]) -> dict:
+    """Restore one collection from `folder` into `mdb` through a staging collection; return
+    the count and content checksum of the backup file."""
+    metadata = read_metadata(folder / f"{name}.metadata.json")
+    staging = f"{STAGING_PREFIX}{name}"
+    _create_staging(mdb, staging, metadata.get("options") or {}, allow_no_options, warnings, name)
+    target = mdb[staging]
+    digests: list[bytes] = []
+    bson_path = folder / f"{name}.bson"
+    batch: list[dict] = []
+    with Progress(f"restore {name}", unit="docs") as bar:
+        for doc in iter_bson(bson_path) if bson_path.is_file() else ():
+            digests.append(doc_digest(doc))
+            batch.append(doc)
+            if len(batch) >= batch_size:
+                # The documents coexisted with this validator when backed up; bypassing it
+                # restores exactly what was there, including documents older than the validator.
+                target.insert_many(batch, ordered=True, bypass_document_validation=True)
+                bar.advance(len(batch))
+                batch = []
+        if batch:
+            target.insert_many(batch, ordered=True, bypass_document_validation=True)
+            bar.advance(len(batch))
+    for spec in _index_specs(metadata):
+        options = {k: v for k, v in spec.items() if k not in ("v", "key", "ns")}
+        target.create_index(list(spec["key"].items()), **options)
+    _swap(mdb, staging, name, warnings)
+    return {"count": len(digests), "sha256": combine(digests),
+            "indexes": sorted(ix["name"] for ix in _index_specs(metadata))}
+
+
+def _verify_restored(mdb, name: str, expected: dict) -> None:
+    coll = mdb[name]
+    digests = [doc_digest(d) for d in coll.find({})]
+    if len(digests) != expected["count"] or combine(digests) != expected["sha256"]:
+        raise BackupError(f"{name}: restored {len(digests)} documents that do not match the backup's "
+                          f"{expected['count']} (checksum differs)")
+    have = sorted(ix["name"] for ix in coll.list_indexes() if ix["name"] != "_id_")
+    if have != expected["indexes"]:
+        raise BackupError(f"{name}: restored indexes {have} differ from the backup's {expected['indexes']}")
+
+
+def _backup_current(cfg: Config, db: str, names: list[str]) -> str | None:
+    if not names:
+        return None
+    try:
+        from etl.backup import take_backup
+    except ImportError:
+        raise BackupError("cannot back up the current state first (etl.backup is missing); "
+                          "nothing was restored") from None
+    return take_backup(cfg, db, names)
+
+
+@dataclass
+class RollbackResult:
+    database: str
+    version: str
+    pre_rollback_backup: str | None
+    collections: dict[str, dict] = field(default_factory=dict)
+    untouched: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def rollback(cfg: Config, db: str, version: str) -> RollbackResult:
+    """Restore backup `version` of `db` (see the module docstring for the steps)."""
+    db = check_db_name(db)
+    folder = version_dir(db, version)
+    entries = manifest_collections(read_json(folder / "manifest.json"))
+    if not entries:
+        raise BackupError(f"backup {version} of {db} lists no collections")
+    verify_files(folder, entries)
+
+    pinned = _pin(folder)
+    client = connect(cfg["MONGO_URI"])
+    try:
+        mdb = client[db]
+        existing = set(mdb.list_collection_names())
+        pre = _backup_current(cfg, db, sorted(existing & set(entries)))
+        if pre:
+            log.info("current state of %s backed up as %s", db, pre)
+        result = RollbackResult(db, version, pre)
+        result.untouched = sorted(n for n in existing - set(entries)
+                                  if not n.startswith(("system.", STAGING_PREFIX)))
+        for name in sorted(entries):
+            expected = restore_collection(mdb, name, pinned, cfg["ETL_BATCH_SIZE"],
+                                          cfg["ETL_MONGO_ALLOW_NO_COLLMOD"], result.warnings)
+            _verify_restored(mdb, name, expected)
+            result.collections[name] = expected
+            log.info("%s: restored %d documents from %s", name, expected["count"], version)
+    except EtlError:
+        raise
+    except Exception as exc:  # pymongo's errors, raised as they come from the server
+        raise DatabaseError(f"rollback of {db} to {version} failed: {type(exc).__name__}: "
+                            f"{str(exc)[:200]}", hint="collections already swapped stay restored; "
+                            "rerun the rollback") from None
+    finally:
+        client.close()
+        shutil.rmtree(pinned, ignore_errors=True)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+@click.command("list-versions")
+@click.option("--db", help="Only this database (default: every database with backups).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@config_options
+def list_versions_cmd(cfg: Config, db: str | None, as_json: bool):
+    """List backup versions: database, time, collections, counts, source dump, schema, size.
+
+    Example: etl list-versions --db bravo-1
+    """
+    versions = list_versions(db)
+    if as_json:
+        click.echo(json.dumps(versions, indent=2, default=str))
+        return
+    if not versions:
+        click.echo(f"No backups{f' of {db}' if db else ''} in {paths.backups}.")
+        return
+    header = ("version", "database", "created", "colls", "documents", "source dump", "schema", "size")
+    rows = [(v["version"], v["database"], str(v["created_at"] or "")[:19], str(len(v["collections"])),
+             str(v["documents"]), str(v["source_dump"] or "-"), (v["schema_hash"] or "-")[:12],
+             _human(v["size"])) for v in versions]
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    for row in [header] + rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+@click.command("rollback")
+@click.option("--version", "version", required=True, help="Backup version, YYYY-MM-DD-NNN.")
+@click.option("--db", help="Database to restore (default: MONGO_DB_NAME).")
+@click.option("--yes", is_flag=True, help="Do not ask; required when not at a terminal.")
+@config_options
+def rollback_cmd(cfg: Config, version: str, db: str | None, yes: bool):
+    """Restore a backup version; the current state is backed up first so it can be undone.
+
+    Replaces every collection in the backup (documents, indexes, validator) and verifies
+    counts and checksums. `make rollback VERSION=…` passes --yes.
+
+    Example: etl rollback --version 2025-06-28-001 --db bravo-1 --yes
+    """
+    cfg = cfg.with_overrides({"MONGO_DB_NAME": db})
+    db = cfg["MONGO_DB_NAME"]
+    info = describe_version(version_dir(db, version))
+    what = (f"Roll {db} back to {version} ({info['created_at'] or 'time unknown'}): replaces "
+            f"{len(info['collections'])} collections ({', '.join(info['collections'])}), "
+            f"{info['documents']} documents.")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise BackupError(f"rollback of {db} to {version} needs --yes when not run at a terminal")
+        click.echo(what)
+        if not click.confirm("Proceed?", default=False):
+            raise BackupError("rollback cancelled; nothing changed")
+    result = rollback(cfg, db, version)
+    if result.pre_rollback_backup:
+        click.echo(f"Backed up the current state as {result.pre_rollback_backup} "
+                   f"(undo: etl rollback --version {result.pre_rollback_backup} --db {db})")
+    for name, res in result.collections.items():
+        click.echo(f"  {name}: {res['count']} documents, {len(res['indexes'])} indexes, checksum verified")
+    for note in result.warnings:
+        click.echo(f"  warning: {note}")
+    if result.untouched:
+        click.echo(f"  not in the backup, left as they are: {', '.join(result.untouched)}")
+    click.echo(f"Restored {db} to {version}.")
