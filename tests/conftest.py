@@ -176,3 +176,62 @@ def write_dump_folder(folder: Path, collections: dict, *, indexes: dict | None =
 def dump_folder():
     """`write_dump_folder(folder, {name: [docs]}, indexes=…, options=…, manifest=…)`."""
     return write_dump_folder
+
+
+# ------------------------------------------------------------------------------------------
+# Wire server: a MongoDB wire-protocol server that enforces $jsonSchema validators (mongoeco,
+# under the Python 3.13 virtualenv made by scripts/setup-wire-venv.sh). Gaps: no collMod,
+# server_info() fails (buildInfo works). MONGO_TEST_URI, when set, is used instead.
+# ------------------------------------------------------------------------------------------
+
+WIRE_VENV = REPO / ".venv-wire"
+
+
+@pytest.fixture(scope="session")
+def wire_mongo_uri():
+    """mongodb:// URI of a server that enforces validators, for this session."""
+    import subprocess
+
+    import pymongo
+
+    from etl.services import wait_until
+
+    if os.environ.get("MONGO_TEST_URI"):
+        yield os.environ["MONGO_TEST_URI"]
+        return
+    setup = subprocess.run([str(REPO / "scripts" / "setup-wire-venv.sh")], capture_output=True, text=True)
+    python = WIRE_VENV / "bin" / "python"
+    if setup.returncode != 0:
+        pytest.fail(f"scripts/setup-wire-venv.sh failed: {setup.stderr.strip()[-500:]}")
+    if not python.exists():
+        pytest.skip(f"no Python >= 3.13 for the wire server: {setup.stderr.strip()}")
+    port = free_port()
+    log = Path(tempfile.mkdtemp(prefix="etl-test-wire-")) / "wire.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(python), str(REPO / "tests" / "wire_server.py"), "--port", str(port)],
+                                stdout=out, stderr=subprocess.STDOUT)
+    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"wire server exited: {log.read_text()[-500:]}")
+        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=300)
+        try:
+            client.admin.command("ping")
+            return True
+        except pymongo.errors.PyMongoError:
+            return False
+        finally:
+            client.close()
+
+    try:
+        wait_until(answers, timeout=60, what="the wire server")
+        yield uri
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(log.parent, ignore_errors=True)
