@@ -240,7 +240,7 @@ def _run_and_close(cfg: Config, run: runlog.Run, opts: RunOptions, cmd: list[str
     interrupted = False
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
-        log.info("running: %s", " ".join(cmd[1:]))
+        log.info("running: %s", " ".join(cmd))
         try:
             make_rc = stream_process(cmd, child_environment(run, opts), opts.interactive, on_line,
                                      console, run.redact)
@@ -290,7 +290,8 @@ def close_run(cfg: Config, run: runlog.Run, code: int, error: str | None, interr
     audit["notes"] = list(run.notes)
     for line in summary_lines(audit):
         click.echo(line, file=console)
-        log.info("%s", line)
+        if line:
+            log.info("%s", line)
     runlog.finish_run(run)
     return audit
 
