@@ -338,11 +338,12 @@ def _diff_constraints(tname: str, ot: dict, nt: dict, table_renames: dict[str, s
                                {"name": fk["name"], "modified": tuple(fk["columns"]) in modified_cols}))
 
     removed, added = _set_diff(ot["indexes"], nt["indexes"], _index_signature)
+    names = {c["name"] for c in ot["columns"]} | {c["name"] for c in nt["columns"]}
     for ix in removed:
-        changes.append(_change("index_removed", tname, _single(ix["columns"]), _index_spec(ix), None,
+        changes.append(_change("index_removed", tname, _index_column(ix["columns"], names), _index_spec(ix), None,
                                {"name": ix["name"]}))
     for ix in added:
-        changes.append(_change("index_added", tname, _single(ix["columns"]), None, _index_spec(ix),
+        changes.append(_change("index_added", tname, _index_column(ix["columns"], names), None, _index_spec(ix),
                                {"name": ix["name"]}))
 
     uniques_old = [{**u, "constraint": "unique"} for u in ot["unique"]] + [
@@ -387,6 +388,17 @@ def _diff_constraints(tname: str, ot: dict, nt: dict, table_renames: dict[str, s
         changes.append(_change("comment_changed", tname, None, {"comment": ot.get("comment")},
                                {"comment": nt.get("comment")}))
     return changes
+
+
+def _index_column(keys: list[str], names: set[str]) -> str | None:
+    """The column of a one-column index; None for expressions and several columns. Index keys
+    come from pg_get_indexdef, which double-quotes names that need it."""
+    if len(keys) != 1:
+        return None
+    key = keys[0]
+    if len(key) > 1 and key[0] == key[-1] == '"':
+        key = key[1:-1].replace('""', '"')
+    return key if key in names else None
 
 
 def _mentions(expression: str, column: str) -> bool:
@@ -478,14 +490,14 @@ def _diff_types(old: Snapshot, new: Snapshot) -> list[Change]:
         before, after = old["enums"][enum], new["enums"][enum]
         gone = [v for v in before if v not in after]
         came = [v for v in after if v not in before]
-        users_old = _users_of(enum, old) or [(None, None)]
-        users_new = _users_of(enum, new) or [(None, None)]
+        # Columns that only start or stop using the enum are reported as their own change.
+        users = [u for u in _users_of(enum, new) if u in set(_users_of(enum, old))] or [(None, None)]
         for value in gone:
-            for table, column in users_old:
+            for table, column in users:
                 changes.append(_change("enum_value_removed", table, column, {"enum": enum, "value": value}, None,
                                        {"enum": enum, "position": before.index(value) + 1}))
         for value in came:
-            for table, column in users_new:
+            for table, column in users:
                 changes.append(_change("enum_value_added", table, column, None, {"enum": enum, "value": value},
                                        {"enum": enum, "position": after.index(value) + 1}))
     for domain in sorted(set(old.get("domains", {})) & set(new.get("domains", {}))):
@@ -495,7 +507,8 @@ def _diff_types(old: Snapshot, new: Snapshot) -> list[Change]:
         widening = (_widens(before["base_type"], after["base_type"], old, new)
                     and set(after["checks"]) <= set(before["checks"])
                     and (after["nullable"] or not before["nullable"]))
-        for table, column in _users_of(domain, new) or [(None, None)]:
+        users = [u for u in _users_of(domain, new) if u in set(_users_of(domain, old))] or [(None, None)]
+        for table, column in users:
             changes.append(_change("domain_changed", table, column, dict(before, domain=domain),
                                    dict(after, domain=domain),
                                    {"domain": domain, "direction": "widening" if widening else "narrowing"}))
@@ -533,11 +546,12 @@ def _rule(change: Change, old: Snapshot, new: Snapshot) -> tuple[str, str, str]:
     if kind == "column_removed":
         return "review", "dropped field", "dropped"
     if kind in ("column_type_changed", "domain_changed"):
-        direction = d["direction"]
+        direction = d["direction"]  # domain changes are never "unknown": their base types are compared
         if direction == "widening":
             return "safe", "widening type change: every existing value fits", "type_change"
         if direction == "unknown":
-            return "review", f"type change involving a type the tool does not know ({d['from_family']} → {d['to_family']})", "type_change"
+            return "review", ("type change involving a type the tool does not know "
+                              f"({change['from']['type']} → {change['to']['type']})"), "type_change"
         return "review", ("narrowing type change: values may be cut or rejected" if direction == "narrowing"
                           else "type change that may lose data"), "type_change"
     if kind == "column_nullability_changed":
@@ -654,7 +668,14 @@ def _summary(change: Change, old: Snapshot, new: Snapshot) -> str:
         return f"{word}: {_short(spec['enum'])} '{spec['value']}'{used}"
     if kind == "domain_changed":
         used = f" used by {_short(t, c)}" if t else ""
-        return f"Domain change: {_short(d['domain'])} ({frm['base_type']} → {to['base_type']}, {d['direction']}){used}"
+        parts = [f"{frm['base_type']} → {to['base_type']}"] if frm["base_type"] != to["base_type"] else []
+        parts += [f"new {c}" for c in to["checks"] if c not in frm["checks"]]
+        parts += [f"dropped {c}" for c in frm["checks"] if c not in to["checks"]]
+        if frm["nullable"] != to["nullable"]:
+            parts.append("NOT NULL" if not to["nullable"] else "nullable")
+        if frm.get("default") != to.get("default"):
+            parts.append(f"default {to.get('default')}")
+        return f"Domain change: {_short(d['domain'])} ({'; '.join(parts)}, {d['direction']}){used}"
     if kind in ("partition_added", "partition_removed"):
         spec = to or frm
         word = "New partition" if kind == "partition_added" else "Dropped partition"

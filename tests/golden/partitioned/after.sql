@@ -1,0 +1,17 @@
+-- A month's partition is added and the oldest detached (rows move, the schema does not), and
+-- the parent gains a column;
+-- an index created on one partition only is not the table's index.
+CREATE TABLE metrics (
+    id bigint NOT NULL,
+    day date NOT NULL,
+    clicks integer,
+    spend numeric(12,2),
+    PRIMARY KEY (id, day)
+) PARTITION BY RANGE (day);
+CREATE TABLE metrics_2026_11 PARTITION OF metrics FOR VALUES FROM ('2026-11-01') TO ('2026-12-01')
+    PARTITION BY HASH (id);
+CREATE TABLE metrics_2026_11_h0 PARTITION OF metrics_2026_11 FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+CREATE TABLE metrics_2026_11_h1 PARTITION OF metrics_2026_11 FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+CREATE TABLE metrics_2026_12 PARTITION OF metrics FOR VALUES FROM ('2026-12-01') TO ('2027-01-01');
+CREATE INDEX metrics_day_idx ON metrics (day);
+CREATE INDEX metrics_2026_12_clicks ON metrics_2026_12 (clicks);

@@ -1,0 +1,1 @@
+CREATE TABLE campaigns (id integer PRIMARY KEY, name text);

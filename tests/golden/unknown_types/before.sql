@@ -1,0 +1,5 @@
+CREATE TABLE places (
+    id integer PRIMARY KEY,
+    location point,
+    name text
+);

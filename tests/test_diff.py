@@ -1,0 +1,212 @@
+"""The schema diff and its classification.
+
+Golden folders (tests/golden/<case>/before.sql, after.sql, expected.json) run on a throwaway
+real PostgreSQL, one database per side; the pure rules are also tested on hand-built
+snapshots. After an intended change of output, regenerate the goldens with
+`ETL_UPDATE_GOLDEN=1 pytest tests/test_diff.py` and review the diff of expected.json.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from etl.diff import (IMPACT_ROWS, KINDS, change_id, classify, detect_changes, diff_snapshots, parse_type,
+                      type_change_direction, type_family, unknown_types)
+from etl.fsutil import content_hash
+from etl.snapshot import take_snapshot
+
+GOLDEN = Path(__file__).parent / "golden"
+CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "before.sql").is_file())
+SEED_MATRIX = {  # the seed's change impact matrix, transcribed
+    "New Optional Field": ("auto", "auto", "auto", "review", "update"),
+    "New Required Field": ("review", "review", "breaking", "breaking", "update"),
+    "Type Change": ("review", "migration", "review", "review", "update"),
+    "Field Rename": ("review", "migration", "breaking", "breaking", "update"),
+    "New Relationship": ("auto", "index", "review", "review", "update"),
+}
+
+
+# --- golden folders on a real PostgreSQL --------------------------------------------------
+def _golden_result(pg, case: str) -> dict:
+    folder = GOLDEN / case
+    options = json.loads((folder / "options.json").read_text()) if (folder / "options.json").exists() else {}
+    before = pg.create_db(f"g_{case}_before", (folder / "before.sql").read_text(encoding="utf-8"))
+    after = pg.create_db(f"g_{case}_after", (folder / "after.sql").read_text(encoding="utf-8"))
+    old, new = take_snapshot(pg.dsn(before)), take_snapshot(pg.dsn(after))
+    changes = detect_changes(old, new, strict=options.get("strict", False))
+    return {"changes": changes, "warnings": [u["message"] for u in unknown_types(new)]}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden(pg, case):
+    result = _golden_result(pg, case)
+    expected_file = GOLDEN / case / "expected.json"
+    if os.environ.get("ETL_UPDATE_GOLDEN"):
+        expected_file.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    expected = json.loads(expected_file.read_text(encoding="utf-8"))
+    assert [c["summary"] for c in result["changes"]] == [c["summary"] for c in expected["changes"]]
+    assert result == expected
+
+
+def test_goldens_cover_every_kind_and_both_classes():
+    seen_kinds, seen_classes, directions = set(), set(), set()
+    for case in CASES:
+        expected = json.loads((GOLDEN / case / "expected.json").read_text(encoding="utf-8"))
+        for change in expected["changes"]:
+            seen_kinds.add(change["kind"])
+            seen_classes.add(change["classification"])
+            directions.add(change["details"].get("direction"))
+    design_vocabulary = {
+        "table_added", "table_removed", "column_added", "column_removed", "column_type_changed",
+        "column_nullability_changed", "column_default_changed", "column_renamed", "primary_key_changed",
+        "foreign_key_added", "foreign_key_removed", "index_added", "index_removed", "unique_added",
+        "unique_removed", "check_added", "check_removed", "enum_value_added", "enum_value_removed"}
+    assert design_vocabulary <= set(KINDS)
+    assert set(KINDS) - seen_kinds == set()
+    assert seen_classes == {"safe", "review"}
+    assert {"widening", "narrowing", "lossy", "unknown"} <= directions
+
+
+# --- hand-built snapshots ----------------------------------------------------------------
+def col(name, type_, position=1, nullable=True, kind="base", **extra):
+    return {"name": name, "position": position, "type": type_, "type_kind": kind,
+            "base_type": type_, "element_type": None, "element_kind": None, "nullable": nullable,
+            "default": None, "identity": None, "generated": None, "comment": None, **extra}
+
+
+def table(qname, *columns, pk=("id",)):
+    schema, name = qname.split(".", 1)
+    return {"schema": schema, "name": name, "kind": "table", "comment": None, "columns": list(columns),
+            "primary_key": {"name": f"{name}_pkey", "columns": list(pk)} if pk else None,
+            "foreign_keys": [], "unique": [], "checks": [], "exclusions": [], "indexes": [], "partitions": []}
+
+
+def snap(*tables, enums=None, domains=None):
+    body = {"tables": {f"{t['schema']}.{t['name']}": t for t in tables}, "enums": enums or {},
+            "domains": domains or {}, "views": {}}
+    return {"format_version": 1, "hash": content_hash(body), "database": "t", **body}
+
+
+@pytest.fixture
+def seed_example():
+    old = snap(table("public.campaigns", col("id", "bigint", 1, False), col("legacy_field", "text", 2)),
+               table("public.line_items", col("id", "bigint", 1, False), col("rate", "text", 2)))
+    new = snap(table("public.campaigns", col("id", "bigint", 1, False),
+                     col("performance_score", "numeric(5,2)", 3)),
+               table("public.line_items", col("id", "bigint", 1, False), col("rate", "numeric(12,4)", 2)))
+    return old, new
+
+
+def test_seed_words_and_matrix(seed_example):
+    changes = {c["summary"]: c for c in detect_changes(*seed_example)}
+    assert set(changes) == {"New field: campaigns.performance_score (number)",
+                            "Type change: line_items.rate (string → number)",
+                            "Dropped: campaigns.legacy_field"}
+    new_field = changes["New field: campaigns.performance_score (number)"]
+    assert new_field["classification"] == "safe" and new_field["table"] == "public.campaigns"
+    assert new_field["impact"] == dict(zip(("zod", "mongodb", "api", "ui", "tests"), SEED_MATRIX["New Optional Field"]))
+    rate = changes["Type change: line_items.rate (string → number)"]
+    assert rate["classification"] == "review" and rate["details"]["direction"] == "lossy"
+    assert rate["impact"] == dict(zip(("zod", "mongodb", "api", "ui", "tests"), SEED_MATRIX["Type Change"]))
+    assert changes["Dropped: campaigns.legacy_field"]["classification"] == "review"
+
+
+def test_matrix_rows_match_the_seed():
+    for label, impact in IMPACT_ROWS.values():
+        if label in SEED_MATRIX:
+            assert tuple(impact[k] for k in ("zod", "mongodb", "api", "ui", "tests")) == SEED_MATRIX[label]
+    assert set(SEED_MATRIX) <= {label for label, _ in IMPACT_ROWS.values()}
+
+
+def test_identical_snapshots_have_no_changes(seed_example):
+    old, _ = seed_example
+    assert diff_snapshots(old, copy.deepcopy(old)) == []
+
+
+def test_ids_are_stable_and_ignore_evidence(seed_example):
+    first = detect_changes(*seed_example)
+    second = detect_changes(*copy.deepcopy(seed_example))
+    assert [c["id"] for c in first] == [c["id"] for c in second]
+    assert len({c["id"] for c in first}) == len(first)
+    rename = {"kind": "column_renamed", "table": "public.t", "column": "a", "from": {"name": "a", "type": "text"},
+              "to": {"name": "b", "type": "text"}, "details": {"evidence": {"data": None}}}
+    with_data = copy.deepcopy(rename)
+    with_data["details"]["evidence"]["data"] = {"available": True, "equal": 5}
+    assert change_id(rename) == change_id(with_data)
+    assert change_id(rename) != change_id(dict(rename, to={"name": "c", "type": "text"}))
+
+
+def test_strict_mode_makes_everything_review(seed_example):
+    changes = detect_changes(*seed_example, strict=True)
+    assert {c["classification"] for c in changes} == {"review"}
+    new_field = next(c for c in changes if c["kind"] == "column_added")
+    assert new_field["reason"].startswith("strict mode") and "new optional field" in new_field["reason"]
+
+
+def test_rename_needs_a_compatible_type():
+    old = snap(table("public.t", col("id", "integer", 1, False), col("a", "text", 2)))
+    renamed = snap(table("public.t", col("id", "integer", 1, False), col("b", "text", 2)))
+    retyped = snap(table("public.t", col("id", "integer", 1, False), col("b", "integer", 2)))
+    [rename] = diff_snapshots(old, renamed)
+    assert rename["kind"] == "column_renamed" and rename["to"]["name"] == "b"
+    assert rename["details"]["evidence"]["position"]["same"] is True
+    assert sorted(c["kind"] for c in diff_snapshots(old, retyped)) == ["column_added", "column_removed"]
+
+
+@pytest.mark.parametrize("old_type,new_type,direction", [
+    ("smallint", "integer", "widening"), ("integer", "bigint", "widening"), ("bigint", "integer", "narrowing"),
+    ("integer", "numeric(10,0)", "widening"), ("integer", "numeric(9,0)", "lossy"),
+    ("character varying(10)", "character varying(20)", "widening"),
+    ("character varying(20)", "character varying(10)", "narrowing"),
+    ("character varying(10)", "text", "widening"), ("text", "character varying(10)", "narrowing"),
+    ("character varying", "text", "widening"),
+    ("numeric(10,2)", "numeric(12,2)", "widening"), ("numeric(10,2)", "numeric(12,4)", "widening"),
+    ("numeric(10,2)", "numeric(10,4)", "lossy"), ("numeric(12,2)", "numeric(10,2)", "narrowing"),
+    ("numeric(10,2)", "numeric", "widening"), ("numeric", "numeric(10,2)", "narrowing"),
+    ("timestamp without time zone", "timestamp with time zone", "widening"),
+    ("timestamp with time zone", "timestamp without time zone", "narrowing"),
+    ("timestamp(6) without time zone", "timestamp(3) without time zone", "narrowing"),
+    ("date", "timestamp with time zone", "widening"),
+    ("real", "double precision", "widening"), ("bigint", "double precision", "lossy"),
+    ("text", "numeric", "lossy"), ("text", "integer", "lossy"), ("boolean", "text", "lossy"),
+    ("integer[]", "bigint[]", "widening"), ("integer[]", "integer", "lossy"),
+    ("text", "tsvector", "unknown"), ("public.geometry", "text", "unknown"),
+])
+def test_type_change_direction(old_type, new_type, direction):
+    empty = snap()
+    assert type_change_direction(col("c", old_type), col("c", new_type), empty, empty) == direction
+
+
+def test_domain_and_enum_types_resolve():
+    s = snap(enums={"public.status": ["a", "b"]},
+             domains={"public.money": {"base_type": "numeric(14,2)", "nullable": True, "default": None,
+                                       "checks": ["CHECK ((VALUE >= (0)::numeric))"]}})
+    assert type_family(col("c", "public.money", kind="domain"), s) == "number"
+    assert type_family(col("c", "public.status", kind="enum"), s) == "enum"
+    assert type_family(col("c", "public.status[]", kind="array"), s) == "enum[]"
+    assert type_family(col("c", "public.geometry"), s) == "unknown type public.geometry"
+    # moving a column onto a domain with a CHECK may reject values it held before
+    assert type_change_direction(col("c", "numeric(14,2)"), col("c", "public.money"), s, s) == "narrowing"
+    assert type_change_direction(col("c", "public.money"), col("c", "numeric(14,2)"), s, s) == "widening"
+
+
+def test_unknown_type_is_reported_by_name_not_a_crash():
+    old = snap(table("public.t", col("id", "integer", 1, False)))
+    new = snap(table("public.t", col("id", "integer", 1, False), col("shape", "public.geometry", 2)))
+    [change] = classify(diff_snapshots(old, new), old, new)
+    assert change["classification"] == "review"
+    assert "public.geometry" in change["reason"] and "public.geometry" in change["summary"]
+    [warning] = unknown_types(new)
+    assert warning["type"] == "public.geometry" and "t.shape" in warning["message"]
+
+
+def test_parse_type():
+    assert parse_type("character varying(20)[]") == ("character varying", (20,), 1)
+    assert parse_type("timestamp(3) with time zone") == ("timestamp with time zone", (3,), 0)
+    assert parse_type("numeric(12,2)") == ("numeric", (12, 2), 0)
+    assert parse_type('"Sales Ops"."Größe"') == ('"Sales Ops"."Größe"', (), 0)
