@@ -41,6 +41,9 @@ class DivisionByZero(EvaluationError):
     pass
 
 
+_NUMBERS = (int, float, Decimal)
+
+
 def _num(value: Any, other: Any) -> Any:
     if isinstance(value, float) and isinstance(other, Decimal):
         return Decimal(repr(value))
@@ -51,9 +54,13 @@ def _arith(op: Callable[[Any, Any], Any], symbol: str) -> Callable[[Any, Any], A
     def apply(a: Any, b: Any) -> Any:
         if a is None or b is None:
             return None
-        if isinstance(a, bool) or isinstance(b, bool):
-            raise EvaluationError(f"{symbol} on a boolean")
+        if not (isinstance(a, _NUMBERS) and isinstance(b, _NUMBERS)) or isinstance(a, bool) \
+                or isinstance(b, bool):
+            raise EvaluationError(f"cannot apply {symbol} to {type(a).__name__} and {type(b).__name__}")
         a, b = _num(a, b), _num(b, a)
+        if symbol == "/" and isinstance(a, int) and isinstance(b, int):
+            # 7 / 2 between integer columns means the exact ratio, not a binary float.
+            a = Decimal(a)
         try:
             return op(a, b)
         except (ZeroDivisionError, decimal.DivisionByZero, decimal.InvalidOperation) as exc:
@@ -130,6 +137,9 @@ class Expression:
             raise ExpressionError(f"does not parse at column {exc.offset or 0}: {text.strip()!r}") from None
         self.text = text
         self.names: set[str] = set()
+        # Columns used directly as operands of arithmetic: they must be numeric, which the
+        # mapping checks against the schema so a type change that breaks a rule is caught.
+        self.arithmetic_names: set[str] = set()
         self._fn = self._compile(tree.body)
 
     def evaluate(self, row: Row) -> Any:
@@ -161,6 +171,10 @@ class Expression:
 
             return lookup
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            for side in (node.left, node.right):
+                if isinstance(side, ast.Name) and side.id not in ("null", "None", "true", "True",
+                                                                  "false", "False"):
+                    self.arithmetic_names.add(side.id)
             op, left, right = _BINOPS[type(node.op)], self._compile(node.left), self._compile(node.right)
             return lambda row: op(left(row), right(row))
         if isinstance(node, ast.UnaryOp):

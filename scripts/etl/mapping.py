@@ -485,7 +485,8 @@ def _build_collection(qualified: str, table: dict[str, Any], types: _Types, rule
 
     calculated = []
     for name, calc in sorted((rule.get("calculated") or {}).items()):
-        calculated.append(_calculated(collection_name(qualified), name, calc, by_column, default_mode))
+        calculated.append(_calculated(collection_name(qualified), name, calc, by_column, default_mode,
+                                      types))
         if name in names:
             raise RulesError(f"rules: {collection_name(qualified)}.calculated.{name}: a field of "
                              f"that name already exists")
@@ -520,18 +521,27 @@ def _round(spec: Any, default_mode: str) -> dict[str, Any]:
 
 
 def _calculated(coll: str, name: str, calc: dict[str, Any], by_column: dict[str, Any],
-                default_mode: str) -> dict[str, Any]:
-    from etl.expr import ExpressionError, names_in
+                default_mode: str, types: _Types) -> dict[str, Any]:
+    from etl.expr import ExpressionError, parse
 
     expression = calc["expression"]
     try:
-        used = names_in(expression)
+        parsed = parse(expression)
     except ExpressionError as exc:
         raise RulesError(f"rules: {coll}.calculated.{name}: {exc}") from None
+    used = set(parsed.names)
     missing = sorted(n for n in used if n not in by_column)
     if missing:
         raise RulesError(f"rules: {coll}.calculated.{name}: column {missing[0]!r} does not exist "
                          f"in the table", hint="fix the expression in schemas/rules.yaml")
+    for col in sorted(parsed.arithmetic_names):
+        column = by_column[col]
+        bson = types.spec(column.get("type", ""), column.get("type_kind"), column.get("base_type"),
+                          column.get("element_type"))["bson"]
+        if bson not in ("int", "long", "decimal", "double"):
+            raise RulesError(f"rules: {coll}.calculated.{name}: {col!r} is used in arithmetic but "
+                             f"is {column.get('type')}", hint="a schema change broke this rule; "
+                             "fix the expression in schemas/rules.yaml")
     return {"name": name, "expression": expression, "bson": calc.get("bson", "decimal"),
             "columns": sorted(used), "round": _round(calc["round"], default_mode) if "round" in calc else None,
             "on_error": calc.get("on_error", "null"), "nullable": True}
