@@ -34,29 +34,43 @@ from etl.paths import SOURCE_ROOT
 NODE_MODULES = SOURCE_ROOT / "node_modules"
 TSC = NODE_MODULES / ".bin" / "tsc"
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
-DECIMAL_2 = {"type": "string", "format": "decimal", "pattern": r"^-?[0-9]+(\.[0-9]{1,2})?$"}
+DECIMAL_2 = {"type": "string", "format": "decimal", "pattern": r"^-?[0-9]+(\.[0-9]{1,2})?$",
+             "x-bsonType": "decimal"}
 
+
+def nullable(schema: dict) -> dict:
+    return {**schema, "type": [schema["type"], "null"], "x-bsonType": [schema["x-bsonType"], "null"]}
+
+
+# Written the way etl.canonical writes them (docs/mapping-and-rules.md): JSON representation,
+# x-bsonType, every field required, nullable ones allow null, x-indexes. Beyond that they use
+# what a canonical schema may: a $defs reference, money as a number, a composite _id, a
+# collection outside public.
 EXAMPLES: dict[str, dict] = {
     "campaigns": {
         "$schema": DRAFT,
         "$id": "https://schemas.media-tool.local/collections/campaigns.schema.json",
         "title": "campaigns",
         "type": "object",
+        "x-bsonType": "object",
         "properties": {
-            "_id": {"type": "integer", "bsonType": "long"},
-            "name": {"type": "string", "maxLength": 255},
-            "status": {"type": "string", "enum": ["draft", "active", "paused", "completed"]},
-            "budget": {**DECIMAL_2, "type": ["string", "null"]},
-            "start_date": {"type": "string", "format": "date-time"},
-            "tags": {"type": "array", "items": {"type": "string"}},
-            "flights": {"type": "array", "items": {"$ref": "#/$defs/flight"}},
+            "_id": {"type": "integer", "x-bsonType": ["long", "int"]},
+            "name": {"type": "string", "maxLength": 255, "x-bsonType": "string"},
+            "status": {"type": "string", "enum": ["draft", "active", "paused", "completed"],
+                       "x-bsonType": "string"},
+            "budget": nullable(DECIMAL_2),
+            "start_date": {"type": "string", "format": "date-time", "x-bsonType": "date"},
+            "tags": {"type": "array", "items": {"type": "string", "x-bsonType": "string"}, "x-bsonType": "array"},
+            "flights": {"type": "array", "items": {"$ref": "#/$defs/flight"}, "x-bsonType": "array"},
         },
-        "required": ["_id", "name", "status", "start_date"],
+        "required": ["_id", "name", "status", "budget", "start_date", "tags", "flights"],
         "additionalProperties": False,
+        "x-indexes": [{"name": "status_1", "keys": [["status", 1]], "unique": False, "source": "index"},
+                      {"name": "name_1", "keys": [["name", 1]], "unique": True, "source": "unique"}],
         "$defs": {
-            "flight": {"type": "object",
-                       "properties": {"_id": {"type": "integer"}, "spend": DECIMAL_2,
-                                      "starts_on": {"type": "string", "format": "date"}},
+            "flight": {"type": "object", "x-bsonType": "object",
+                       "properties": {"_id": {"type": "integer", "x-bsonType": "int"}, "spend": DECIMAL_2,
+                                      "starts_on": {"type": "string", "format": "date", "x-bsonType": "string"}},
                        "required": ["_id", "spend"], "additionalProperties": False},
         },
     },
@@ -64,39 +78,37 @@ EXAMPLES: dict[str, dict] = {
         "$schema": DRAFT,
         "title": "advertisers",
         "type": "object",
+        "x-bsonType": "object",
         "properties": {
-            "_id": {"type": "string", "format": "uuid"},
-            "name": {"type": "string", "minLength": 1},
-            "logo": {"type": ["string", "null"], "contentEncoding": "base64"},
-            "created_at": {"type": "string", "format": "date-time"},
+            "_id": {"type": "string", "format": "uuid", "x-bsonType": "binData"},
+            "name": {"type": "string", "minLength": 1, "x-bsonType": "string"},
+            "logo": {"type": ["string", "null"], "contentEncoding": "base64", "x-bsonType": ["binData", "null"]},
+            "created_at": {"type": "string", "format": "date-time", "x-bsonType": "date"},
         },
-        "required": ["_id", "name", "created_at"],
+        "required": ["_id", "name", "logo", "created_at"],
         "additionalProperties": False,
+        "x-indexes": [],
     },
     "reporting.daily_metrics": {
         "$schema": DRAFT,
         "title": "reporting.daily_metrics",
         "type": "object",
+        "x-bsonType": "object",
         "properties": {
-            "_id": {"type": "object",
-                    "properties": {"campaign_id": {"type": "integer"}, "day": {"type": "string", "format": "date"}},
+            "_id": {"type": "object", "x-bsonType": "object",
+                    "properties": {"campaign_id": {"type": "integer", "x-bsonType": "int"},
+                                   "day": {"type": "string", "format": "date-time", "x-bsonType": "date"}},
                     "required": ["campaign_id", "day"], "additionalProperties": False},
-            "impressions": {"type": "integer", "minimum": 0},
-            "ctr": {"type": "number"},
-            "cost": {"type": "number", "bsonType": "decimal"},
+            "impressions": {"type": "integer", "minimum": 0, "x-bsonType": "int"},
+            "ctr": {"type": "number", "x-bsonType": "double"},
+            "cost": {"type": "number", "x-bsonType": "decimal"},
         },
-        "required": ["_id", "impressions"],
+        "required": ["_id", "impressions", "ctr", "cost"],
         "additionalProperties": False,
+        "x-indexes": [{"name": "_id.campaign_id_1__id.day_-1", "keys": [["_id.campaign_id", 1], ["_id.day", -1]],
+                       "unique": False, "source": "index"}],
     },
 }
-
-MAPPING = {"format_version": 1, "hash": "x", "collections": {
-    "campaigns": {"indexes": [{"keys": [["status", 1]], "unique": False, "name": "status_1"},
-                              {"keys": [["name", 1]], "unique": True, "name": "name_1"}]},
-    "advertisers": {"indexes": []},
-    "reporting.daily_metrics": {"indexes": [{"keys": [["_id.campaign_id", 1], ["_id.day", -1]],
-                                             "unique": False}]},
-}}
 
 UTC = dt.timezone.utc
 # Documents as pymongo returns them from a load, per collection: (good, broken).
@@ -106,7 +118,7 @@ GOOD_DOCS = {
          "start_date": dt.datetime(2026, 3, 1, tzinfo=UTC), "tags": ["tv"],
          "flights": [{"_id": 10, "spend": Decimal128("99.90"), "starts_on": dt.datetime(2026, 3, 2, tzinfo=UTC)}]},
         {"_id": Int64(2), "name": "Autumn", "status": "draft", "budget": None,
-         "start_date": dt.datetime(2026, 9, 1, 12, 30, 15, 250000, tzinfo=UTC)},
+         "start_date": dt.datetime(2026, 9, 1, 12, 30, 15, 250000, tzinfo=UTC), "tags": [], "flights": []},
     ],
     "advertisers": [
         {"_id": Binary(uuid.UUID("3f2b8c1e-5d7a-4e9b-8c2d-1a2b3c4d5e6f").bytes, 4), "name": "Acme", "logo": Binary(b"\x89PNG", 0),
@@ -119,24 +131,25 @@ GOOD_DOCS = {
 }
 BROKEN_DOCS = {
     "campaigns": [
-        {"_id": Int64(3), "name": "No status", "start_date": dt.datetime(2026, 1, 1, tzinfo=UTC)},
-        {"_id": Int64(4), "name": "Bad", "status": "deleted", "start_date": dt.datetime(2026, 1, 1, tzinfo=UTC)},
+        {"_id": Int64(3), "name": "No status", "budget": None, "start_date": dt.datetime(2026, 1, 1, tzinfo=UTC),
+         "tags": [], "flights": []},
+        {"_id": Int64(4), "name": "Bad", "status": "deleted", "budget": None,
+         "start_date": dt.datetime(2026, 1, 1, tzinfo=UTC), "tags": [], "flights": []},
         {"_id": Int64(5), "name": "Money", "status": "draft", "budget": "lots",
-         "start_date": dt.datetime(2026, 1, 1, tzinfo=UTC)},
+         "start_date": dt.datetime(2026, 1, 1, tzinfo=UTC), "tags": [], "flights": []},
     ],
     "advertisers": [{"_id": "not-a-uuid", "name": "", "created_at": "yesterday", "extra": 1}],
-    "reporting.daily_metrics": [{"_id": {"campaign_id": "one", "day": "2026-03-01"}, "impressions": -1}],
+    "reporting.daily_metrics": [{"_id": {"campaign_id": "one", "day": "2026-03-01"}, "impressions": -1,
+                                 "ctr": 0.1, "cost": Decimal128("1")}],
 }
 
 
-def write_examples(root: Path, schemas: dict[str, dict] | None = None, mapping: dict | None = MAPPING) -> Path:
-    """schemas/collections/*.schema.json (+ mapping.json) under `root`; returns the folder."""
+def write_examples(root: Path, schemas: dict[str, dict] | None = None) -> Path:
+    """schemas/collections/*.schema.json under `root`; returns the folder."""
     folder = root / "schemas" / "collections"
     folder.mkdir(parents=True, exist_ok=True)
     for name, schema in (schemas or EXAMPLES).items():
         (folder / f"{name}.schema.json").write_text(json.dumps(schema, indent=2))
-    if mapping is not None:
-        (root / "schemas" / "mapping.json").write_text(json.dumps(mapping))
     return folder
 
 
@@ -191,10 +204,10 @@ def run_zod(js: Path, checks: list[tuple[str, str, list]]) -> list[list[dict]]:
     return json.loads(proc.stdout)["results"]
 
 
-def load_model(out: Path, collection: str):
+def load_model(out: Path, collection: str, schema: dict | None = None):
     import importlib.util
 
-    c = gen.Collection(collection, EXAMPLES[collection], "")
+    c = gen.Collection(collection, schema or EXAMPLES[collection], "")
     spec = importlib.util.spec_from_file_location(f"gen_test_models_{c.slug}", out / "models" / f"{c.slug}.py")
     module = importlib.util.module_from_spec(spec)
     import sys
@@ -301,11 +314,11 @@ def test_json_schemas_and_bundle_validate_the_same_documents(built):
         assert not any(via_bundle.is_valid(d) for d in bad), name
 
 
-def test_contract_test_modules_embed_the_index_plan(built):
+def test_contract_test_modules_embed_the_expected_indexes(built):
     text = (built[1] / "tests" / "test_reporting_daily_metrics.py").read_text()
     compile(text, "test_reporting_daily_metrics.py", "exec")
     assert "COLLECTION = 'reporting.daily_metrics'" in text
-    assert "[['_id.campaign_id', 1], ['_id.day', -1]]" in text
+    assert "'keys': [['_id.campaign_id', 1], ['_id.day', -1]]" in text
 
 
 # ---------------------------------------------------------------- regenerating
@@ -431,3 +444,78 @@ def test_committed_artifacts_are_current(tmp_path, node_ready):
     have = {rel: h for rel, (_, h) in snapshot(committed).items()}
     stale = sorted(rel for rel in want.keys() | have.keys() if want.get(rel) != have.get(rel))
     assert not stale, f"out of date (run `make generate`): {', '.join(stale)}"
+
+
+# ---------------------------------------------------------------- what etl.canonical writes
+
+SAMPLE_RULES = """
+version: 1
+collections:
+  line_items:
+    fields:
+      rate: {round: {places: 4, mode: half_even}, minimum: 0}
+    calculated:
+      total_cost: {expression: "rate * units / 1000", bson: decimal, round: 2}
+  campaigns:
+    embed:
+      - {collection: flights, as: flights, foreign_key: [campaign_id], sort: [[start_date, 1]], limit: 50}
+"""
+
+
+@pytest.fixture(scope="module")
+def sample_generated(pg, tmp_path_factory, node_ready):
+    """The sample media_tool schema through snapshot → mapping (with rules) → canonical →
+    generate: the generators fed exactly what the pipeline feeds them."""
+    from etl import canonical, mapping, rules, snapshot
+
+    db = pg.create_db(sql=(SOURCE_ROOT / "scripts" / "etl" / "sql" / "sample_schema.sql").read_text())
+    snap = snapshot.take_snapshot(pg.dsn(db))
+    plan = mapping.build_mapping(snap, rules.validate_rules(yaml.safe_load(SAMPLE_RULES)))
+    schemas = canonical.canonical_schemas(plan)
+    root = tmp_path_factory.mktemp("sample")
+    folder = write_examples(root, schemas)
+    gen.generate(folder, root / "generated")
+    return root, root / "generated", schemas
+
+
+def test_sample_canonical_schemas_generate_valid_artifacts(sample_generated):
+    from openapi_spec_validator import validate
+
+    root, out, schemas = sample_generated
+    assert {"campaigns", "line_items", "users"} <= set(schemas)
+    validate(yaml.safe_load((out / "openapi.yaml").read_text()))
+    for name in schemas:
+        c = gen.Collection(name, schemas[name], "")
+        for rel in (f"typescript/{c.slug}.ts", f"zod/{c.slug}.ts", f"models/{c.slug}.py", f"tests/test_{c.slug}.py"):
+            assert (out / rel).is_file(), rel
+
+    (root / "node_modules").symlink_to(NODE_MODULES, target_is_directory=True)
+    (root / "package.json").write_text('{"type": "module"}')
+    sources = sorted(str(p) for p in out.glob("typescript/*.ts")) + sorted(str(p) for p in out.glob("zod/*.ts"))
+    proc = subprocess.run([str(TSC), "--noEmit", "--strict", "--target", "es2022", "--module", "nodenext",
+                           "--moduleResolution", "nodenext", "--skipLibCheck", *sources],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_sample_models_accept_a_transformed_campaign(sample_generated):
+    root, out, schemas = sample_generated
+    model = load_model(out, "campaigns", schemas["campaigns"])
+    props = schemas["campaigns"]["properties"]
+    assert "flights" in props and props["flights"]["items"]["type"] == "object"
+    # Every field present, the nullable ones null, as the transform writes a row.
+    doc = {name: None for name in props}
+    doc.update(_id=Int64(7), flights=[], tags=["tv"])
+    for name, spec in props.items():
+        if doc[name] is None and "null" not in (spec.get("type") or []) and spec.get("type"):
+            doc[name] = {"string": "x", "integer": 1, "number": 1.5, "boolean": True,
+                         "array": [], "object": {}}[spec["type"] if isinstance(spec["type"], str) else spec["type"][0]]
+            if spec.get("enum"):
+                doc[name] = spec["enum"][0]
+            if spec.get("format") == "date-time":
+                doc[name] = dt.datetime(2026, 1, 1, tzinfo=UTC)
+            if spec.get("format") == "decimal":
+                doc[name] = Decimal128("10.00")
+    jdoc = to_json_doc(doc, schemas["campaigns"])
+    assert schema_failures(schemas["campaigns"], [jdoc]) == []
+    assert model_failures(model, [jdoc]) == []

@@ -61,8 +61,19 @@ class Collection:
     name: str  # the MongoDB collection: "campaigns", or "reporting.metrics" outside public
     schema: dict[str, Any]
     hash: str  # content_hash of the schema: what its own artifacts are stamped with
-    # The index plan from schemas/mapping.json (keys, unique); None when there is none.
-    indexes: tuple[dict[str, Any], ...] | None = None
+
+    @property
+    def indexes(self) -> list[dict[str, Any]] | None:
+        """The indexes the schema expects (`x-indexes`), as etl.mongo_schema reads them;
+        None when the schema does not say."""
+        if "x-indexes" not in self.schema:
+            return None
+        from etl.mongo_schema import expected_indexes
+
+        try:
+            return expected_indexes(self.schema)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GenerateError(f"{self.name}: malformed x-indexes ({exc})") from None
 
     @property
     def slug(self) -> str:
@@ -147,10 +158,6 @@ def load_canonical(schema_dir: Path) -> Canonical:
             raise GenerateError(f"collections {slugs[c.slug]!r} and {c.name!r} would share the "
                                 f"file name {c.slug!r}")
         slugs[c.slug] = c.name
-    plans = _index_plans(schema_dir.parent / "mapping.json")
-    if plans is not None:
-        collections = [Collection(c.name, c.schema, c.hash, tuple(plans.get(c.name, ())))
-                       for c in collections]
     by_name = {c.name: c.schema for c in collections}
     set_hash = content_hash(by_name)
     index = schema_dir / "index.json"
@@ -159,22 +166,8 @@ def load_canonical(schema_dir: Path) -> Canonical:
             set_hash = str(read_json(index).get("hash") or set_hash)
         except (OSError, ValueError, AttributeError):
             raise GenerateError(f"{index.name}: not readable JSON") from None
-    inputs = content_hash({"schemas": by_name, "hash": set_hash, "indexes": plans,
-                           "generators": generator_versions()})
+    inputs = content_hash({"schemas": by_name, "hash": set_hash, "generators": generator_versions()})
     return Canonical(hash=set_hash, collections=tuple(collections), inputs_hash=inputs)
-
-
-def _index_plans(mapping_path: Path) -> dict[str, list[dict[str, Any]]] | None:
-    """Per collection, the indexes the mapping plans (what the contract tests expect)."""
-    if not mapping_path.is_file():
-        return None
-    try:
-        mapping = read_json(mapping_path)
-        return {name: [{"keys": [list(k) for k in ix["keys"]], "unique": bool(ix.get("unique"))}
-                       for ix in spec.get("indexes") or []]
-                for name, spec in (mapping.get("collections") or {}).items()}
-    except (OSError, ValueError, AttributeError, KeyError, TypeError) as exc:
-        raise GenerateError(f"{mapping_path.name}: cannot read the index plan ({exc})") from None
 
 
 # ---------------------------------------------------------------- schema helpers
@@ -389,8 +382,7 @@ def render_contract_test(c: Collection) -> str:
     from etl.contract import render_test_module
 
     header = "".join(f"# {line}\n" for line in _header_lines(_collection_subject(c), c.hash))
-    indexes = None if c.indexes is None else list(c.indexes)
-    return header + render_test_module(c.name, c.slug, c.type_name, c.hash, indexes)
+    return header + render_test_module(c.name, c.slug, c.type_name, c.hash, c.indexes)
 
 
 def render_node(collections: Iterable[Collection], *, node: str) -> dict[str, dict[str, str]]:
