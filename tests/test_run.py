@@ -164,13 +164,17 @@ def test_make_failure_with_its_own_code_2_is_an_error_not_changes_found(root):
 
 def test_flags_become_make_variables_and_environment(root):
     # The recipe prints what it received, so the test sees what the stages would see.
-    write_makefile(root, ['@echo "vars SOURCE=$(SOURCE) DB=$(DB) AUTO_LATEST=$(AUTO_LATEST) KEY=$(KEY)"',
+    decisions = root / "answers.yaml"
+    decisions.write_text("decisions: []\n")
+    write_makefile(root, ['@echo "vars SOURCE=$(SOURCE) DB=$(DB) AUTO_LATEST=$(AUTO_LATEST) KEY=$(KEY) '
+                          'DECISIONS_FILE=$(DECISIONS_FILE) DECISIONS=$(DECISIONS)"',
                           '@echo "env MONGO_DB_NAME=$$MONGO_DB_NAME ETL_RUN_ID=$$ETL_RUN_ID"'])
     parallel = f"etltest-{uuid.uuid4().hex[:8]}-p"
-    result = invoke("--source", "s3", "--auto-latest", "--db", parallel)
+    result = invoke("--source", "s3", "--auto-latest", "--db", parallel, "--decisions", str(decisions))
     assert result.exit_code == 0, result.output
     run_id = only_run_id(root)
-    assert f"vars SOURCE=s3 DB={parallel} AUTO_LATEST=1 KEY=" in result.output
+    assert (f"vars SOURCE=s3 DB={parallel} AUTO_LATEST=1 KEY= DECISIONS_FILE={decisions} DECISIONS="
+            in result.output)
     assert f"env MONGO_DB_NAME={parallel} ETL_RUN_ID={run_id}" in result.output
     # The run belongs to the database it loaded.
     assert audit_in_mongo(parallel, run_id)["options"]["db"] == parallel

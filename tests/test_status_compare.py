@@ -59,7 +59,7 @@ def test_status_shows_counts_schema_last_run_and_backup(env):
     assert "error: stage validate: 1 orphan" in result.output
     assert "latest backup  2026-11-26-002  (3 kept" in result.output
 
-    data = json.loads(invoke("status", "--json").output)
+    data = json.loads(invoke("status", "--db", db, "--json").output)
     assert data["database"] == db
     assert data["collections"]["campaigns"] == 7 and data["collections"][AUDIT_COLLECTION] == 2
     assert data["accepted_schema"]["hash"] == "f" * 64
@@ -68,9 +68,12 @@ def test_status_shows_counts_schema_last_run_and_backup(env):
 
 
 def test_status_on_a_fresh_project_says_none(env):
-    result = invoke("status", "--json")
+    _, client, db = env
+    client[db].campaigns.insert_one({"_id": 1})
+    result = invoke("status", "--db", f"{db}-fresh", "--json")  # the flag wins over MONGO_DB_NAME
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
+    assert data["database"] == f"{db}-fresh"
     assert data["collections"] == {} and data["accepted_schema"] is None
     assert data["last_run"] is None and data["latest_backup"] is None
 

@@ -86,7 +86,9 @@ def make_variables(opts: RunOptions) -> list[str]:
     if opts.yes_safe:
         pairs.append(("YES_SAFE", "1"))
     if opts.decisions:
-        pairs.append(("DECISIONS", str(opts.decisions)))
+        # DECISIONS_FILE, not DECISIONS: the Makefile's DECISIONS names the tracked
+        # schemas/decisions.yaml, and a command-line variable would override it.
+        pairs.append(("DECISIONS_FILE", str(opts.decisions)))
     return [f"{name}={_make_value(value)}" for name, value in pairs]
 
 

@@ -118,16 +118,17 @@ def status_lines(status: dict[str, Any]) -> list[str]:
 
 
 @click.command("status")
+@click.option("--db", help="Database to show (default MONGO_DB_NAME).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @config_options
-def status_cmd(cfg: Config, as_json: bool):
+def status_cmd(cfg: Config, db: str | None, as_json: bool):
     """Show the configured database: counts, accepted schema, last run, latest backup.
 
     Exits 1 (after printing everything else) when MongoDB cannot be read.
 
-    Example: etl status --json | jq .last_run.status
+    Example: etl status --db bravo-1 --json | jq .last_run.status
     """
-    status = gather_status(cfg)
+    status = gather_status(cfg.with_overrides({"MONGO_DB_NAME": db}))
     if as_json:
         click.echo(json.dumps(status, indent=2, default=str))
     else:
