@@ -51,6 +51,13 @@ def _describe_conninfo(conninfo: str) -> str:
     return f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname', '?')}"
 
 
+def _connect_reason(exc: Exception) -> str:
+    """libpq's reason without its preamble: 'Connection refused', 'database "x" does not exist'."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    reason = first.rsplit("failed: ", 1)[-1]
+    return mask_uri(" ".join(reason.replace("FATAL:", "").split()))
+
+
 def _query(conn, name: str) -> list[dict[str, Any]]:
     from psycopg.rows import dict_row
 
@@ -146,8 +153,7 @@ def take_snapshot(conninfo: str) -> dict[str, Any]:
     try:
         conn = psycopg.connect(conninfo, autocommit=True)
     except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise DatabaseError(f"PostgreSQL at {where} is not reachable: {mask_uri(reason)}",
+        raise DatabaseError(f"PostgreSQL at {where} is not reachable: {_connect_reason(exc)}",
                             hint="check LOCAL_PG_* and that the database is restored") from None
     try:
         with conn:
