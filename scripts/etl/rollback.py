@@ -36,7 +36,7 @@ from etl.mongo import check_db_name, connect
 from etl.paths import paths
 from etl.progress import Progress
 from etl.validate import (ManifestEntry, combine, doc_digest, iter_bson, manifest_collections,
-                          read_metadata)
+                          read_docs, read_metadata)
 
 log = logging.getLogger("etl.rollback")
 
@@ -218,7 +218,7 @@ def restore_collection(mdb, name: str, folder: Path, batch_size: int, allow_no_o
 
 def _verify_restored(mdb, name: str, expected: dict) -> None:
     coll = mdb[name]
-    digests = [doc_digest(d) for d in coll.find({})]
+    digests = [doc_digest(d) for d in read_docs(coll)]
     if len(digests) != expected["count"] or combine(digests) != expected["sha256"]:
         raise BackupError(f"{name}: restored {len(digests)} documents that do not match the backup's "
                           f"{expected['count']} (checksum differs)")

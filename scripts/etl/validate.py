@@ -35,10 +35,9 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import bson
 import click
-from bson.binary import UuidRepresentation
-from bson.codec_options import CodecOptions
 from bson.son import SON
 
+from etl import bsondump
 from etl.cli import config_options
 from etl.config import Config
 from etl.errors import DatabaseError, EtlError, ValidationFailed
@@ -49,9 +48,9 @@ from etl.progress import Progress
 
 log = logging.getLogger("etl.validate")
 
-# tz-aware UTC datetimes and standard UUIDs, so a document decoded from a file or a server
-# encodes back to the same BSON.
-CODEC = CodecOptions(tz_aware=True, tzinfo=timezone.utc, uuid_representation=UuidRepresentation.STANDARD)
+# The codec of etl.bsondump (tz-aware UTC datetimes, standard UUIDs, out-of-range dates as
+# DatetimeMS), so a document decoded from a file or a server encodes back to the same BSON.
+CODEC = bsondump.CODEC
 EXAMPLES = 5  # offending _ids shown per check; the counts are always complete
 NOT_CHECKED_JSONSCHEMA = "not checked: server lacks $jsonSchema queries"
 
@@ -62,17 +61,22 @@ NOT_CHECKED_JSONSCHEMA = "not checked: server lacks $jsonSchema queries"
 
 def iter_bson(path: Path) -> Iterator[dict]:
     """The documents of a mongodump `.bson` file, in file order."""
-    with open(path, "rb") as fh:
-        yield from bson.decode_file_iter(fh, codec_options=CODEC)
+    return bsondump.iter_docs(path)
 
 
 def read_metadata(path: Path) -> dict:
     """A `<collection>.metadata.json` (extended JSON, as mongodump writes it)."""
-    from bson import json_util
+    return bsondump.read_metadata(path)
 
-    if not path.is_file():
-        return {"indexes": [], "options": {}}
-    return json_util.loads(path.read_text(encoding="utf-8"))
+
+def read_docs(coll, query: dict | None = None, projection: dict | None = None):
+    """Documents from a server with the same codec as the files: dates outside Python's range
+    come back as DatetimeMS instead of failing the read."""
+    try:
+        coll = coll.with_options(codec_options=CODEC)
+    except (NotImplementedError, TypeError):  # a server that cannot change codecs: its defaults
+        pass
+    return coll.find(query or {}, projection)
 
 
 @dataclass
@@ -191,7 +195,7 @@ def file_digest(path: Path) -> Digest:
 
 
 def collection_digest(coll) -> Digest:
-    return content_digest(coll.find({}))
+    return content_digest(read_docs(coll))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,10 +297,10 @@ def _ref_key(value: Any) -> Any:
 
 
 def check_reference(db, ref: Reference) -> dict:
-    targets = {_ref_key(d["_id"]) for d in db[ref.target].find({}, {"_id": 1})}
+    targets = {_ref_key(d["_id"]) for d in read_docs(db[ref.target], {}, {"_id": 1})}
     checked = orphans = 0
     examples: list[str] = []
-    for doc in db[ref.collection].find({ref.field: {"$ne": None}}, {ref.field: 1}):
+    for doc in read_docs(db[ref.collection], {ref.field: {"$ne": None}}, {ref.field: 1}):
         value = doc.get(ref.field)
         if value is None:
             continue
@@ -398,7 +402,7 @@ def check_collection(db, name: str, folder: Path, entry: ManifestEntry, sample: 
     extra: list[bytes] = []
     modified: list[bytes] = []
     with Progress(f"validate {name}", total=expected_count or None, unit="docs") as bar:
-        for doc in db[name].find({}):
+        for doc in read_docs(db[name]):
             digest = doc_digest(doc)
             actual.append(digest)
             key = id_key(doc.get("_id"))
