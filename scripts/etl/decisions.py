@@ -16,6 +16,7 @@ import copy
 import datetime as dt
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -37,6 +38,8 @@ ACCEPT_REJECT = (
     "column_nullability_changed", "column_default_changed", "primary_key_changed",
     "foreign_key_added", "foreign_key_removed", "index_added", "index_removed", "unique_added",
     "unique_removed", "check_added", "check_removed", "enum_value_added", "enum_value_removed",
+    "domain_changed", "partition_added", "partition_removed", "view_added", "view_removed",
+    "comment_changed",
 )
 ACTIONS: dict[str, tuple[str, ...]] = {
     "column_renamed": ("rename", "drop_add"),
@@ -127,7 +130,10 @@ def _line_of(node: Any, path: Iterable[Any]) -> int | None:
     line = None
     for key in path:
         if isinstance(node, CommentedMap) and key in node:
-            line = node.lc.key(key)[0] + 1
+            try:
+                line = node.lc.key(key)[0] + 1
+            except (TypeError, KeyError):  # a map built in code, not parsed: no position
+                pass
             node = node[key]
         else:
             break
@@ -324,3 +330,46 @@ def render(existing_text: str | None, updates: dict[str, dict[str, Any]]) -> str
     out = io.StringIO()
     y.dump(doc, out)
     return out.getvalue()
+
+
+_LITERAL_DEFAULT = re.compile(r"^\(?'((?:[^']|'')*)'(?:::[\w .\"\[\]()]+)?\)?$|^\(?(-?\d+(?:\.\d+)?)\)?(?:::[\w .]+)?$|^(true|false)$")
+
+
+def literal_default(expression: str | None) -> Any:
+    """A column's PostgreSQL default as a plain value when it is a constant ('x'::text, 0,
+    0.00, true); None for expressions such as now() or nextval(…)."""
+    if not expression:
+        return None
+    match = _LITERAL_DEFAULT.match(expression.strip())
+    if not match:
+        return None
+    text, number, flag = match.groups()
+    if text is not None:
+        return text.replace("''", "'")
+    if number is not None:
+        return int(number) if number.lstrip("-").isdigit() else number
+    return flag == "true"
+
+
+def recommended(change: dict[str, Any]) -> dict[str, Any] | None:
+    """The answer "apply all" gives, and what a safe change gets without a recorded decision:
+    keep data where there is a choice (rename, archive, cast that stops on failure). None for a
+    new required column without a constant default: there is nothing safe to assume."""
+    kind = change["kind"]
+    if kind == "column_added":
+        to = change.get("to") or {}
+        if to.get("nullable", True):
+            return {"action": "accept"}
+        value = literal_default(to.get("default"))
+        return None if value is None else {"default": value}
+    if kind == "column_type_changed":
+        return {"strategy": "cast", "on_failure": "fail"}
+    if kind in ("column_removed", "table_removed"):
+        return {"action": "archive"}
+    if kind in ACTIONS:
+        return {"action": ACTIONS[kind][0]}
+    return {"action": "accept"}
+
+
+def answer_of(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: entry[k] for k in ANSWER_KEYS if k in entry}
