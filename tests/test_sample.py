@@ -237,3 +237,21 @@ def test_split_steps_keeps_order_and_statements_before_the_first_marker():
     text = "-- intro\nCREATE TABLE a ();\n-- @step one\nSELECT 1;\n-- @step empty\n-- only a comment\n-- @step two\nSELECT 2;\n"
     assert split_steps(text, "schema") == [("schema", "-- intro\nCREATE TABLE a ();"), ("one", "SELECT 1;"),
                                            ("two", "SELECT 2;")]
+
+
+def test_detector_finds_exactly_the_documented_changes(pg, base, changed):
+    from etl.detect import build_report
+    from etl.snapshot import take_snapshot
+
+    report = build_report(take_snapshot(pg.dsn(changed[1])), take_snapshot(pg.dsn(base[1])))
+    found = {(c["kind"], c["table"], c.get("column"), c["classification"]) for c in report["changes"]}
+    assert found == {
+        ("column_added", "public.campaigns", "performance_score", "safe"),
+        ("column_type_changed", "public.line_items", "rate", "review"),
+        ("column_removed", "public.campaigns", "legacy_field", "review"),
+        ("column_type_changed", "public.advertisers", "name", "safe"),
+        ("enum_value_added", "public.campaigns", "status", "safe"),
+        ("table_added", "public.audiences", None, "safe"),
+        ("index_added", "public.media_buys", "external_id", "safe"),
+    }
+    assert report["warnings"] == []  # every type in the sample is one the pipeline knows
