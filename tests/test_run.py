@@ -314,3 +314,28 @@ def test_unreachable_cloudwatch_is_a_note_not_a_failure(root, monkeypatch):
     result = invoke()
     assert result.exit_code == 0, result.output
     assert "note: CloudWatch not reached" in result.output
+
+
+def test_sigterm_stops_the_pipeline_and_still_closes_the_run(root):
+    from etl.lock import pid_alive
+    from etl.services import wait_until
+
+    marker = root / "recipe.pid"
+    # The recipe records its shell's pid, then works "forever".
+    write_makefile(root, [f"echo $$$$ > {marker}.tmp && mv {marker}.tmp {marker} && sleep 300"])
+    proc = subprocess.Popen([str(ETL), "run"], env=os.environ.copy(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(marker.exists, timeout=60, what="the pipeline recipe")
+        recipe_pid = int(marker.read_text())
+        proc.terminate()
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, output
+    assert "interrupted" in output
+    wait_until(lambda: not pid_alive(recipe_pid), timeout=30, what="the recipe to stop")
+    audit = audit_in_mongo(os.environ["MONGO_DB_NAME"], only_run_id(root))
+    assert audit["status"] == "interrupted" and audit["exit_code"] == 1
+    assert lock.read_holder(root / ".run" / "etl.lock") is None
