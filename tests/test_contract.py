@@ -1,0 +1,251 @@
+"""`etl test-data`: the generated contract tests, run against a MongoDB database.
+
+The example canonical schemas of test_generate.py are generated once; each test loads the
+example documents (with the validators and indexes etl.mongo_schema derives, where the
+server accepts them) into a fresh database and runs the contract tests through the CLI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import shutil
+import uuid
+from decimal import Decimal
+
+import pytest
+from bson import Binary, Decimal128, ObjectId
+from bson.int64 import Int64
+from click.testing import CliRunner
+
+from etl import contract
+from etl import generate as gen
+from etl.cli import cli
+from etl.mongo import connect
+from etl.mongo_schema import expected_indexes, validation_options, validator_for
+from test_generate import EXAMPLES, GOOD_DOCS, NODE_MODULES, write_examples
+
+UTC = dt.timezone.utc
+
+
+@pytest.fixture(scope="module")
+def generated_examples(tmp_path_factory):
+    if not (NODE_MODULES / ".bin" / "tsc").exists():
+        pytest.skip("Node packages not installed: run `npm ci`")
+    root = tmp_path_factory.mktemp("contract-gen")
+    gen.generate(write_examples(root), root / "generated")
+    return root
+
+
+def load_collection(db, name: str, schema: dict, docs: list[dict]) -> None:
+    """What mongo-schema and load leave behind: validator (when the server takes one),
+    documents, indexes."""
+    try:
+        db.create_collection(name, validator=validator_for(schema), **validation_options(strict=False))
+    except NotImplementedError:
+        pass  # a server without validators: the contract test skips that check and says why
+    if docs:
+        db[name].insert_many([dict(d) for d in docs])
+    for ix in expected_indexes(schema):
+        db[name].create_index([tuple(k) for k in ix["keys"]], name=ix["name"], unique=ix["unique"])
+
+
+@pytest.fixture
+def target(tmp_path, generated_examples, mongo_db, monkeypatch):
+    """A project (ETL_ROOT) with the examples' schemas and generated tests, and a database
+    holding conforming documents. Returns (root, mongo database)."""
+    uri, name = mongo_db
+    root = tmp_path / "project"
+    shutil.copytree(generated_examples, root)
+    monkeypatch.setenv("ETL_ROOT", str(root))
+    monkeypatch.setenv("MONGO_URI", uri)
+    monkeypatch.setenv("MONGO_DB_NAME", name)
+    db = connect(uri)[name]
+    for coll, schema in EXAMPLES.items():
+        load_collection(db, coll, schema, GOOD_DOCS[coll])
+    return root, db
+
+
+def run_test_data(*args: str):
+    return CliRunner().invoke(cli, ["test-data", *args])
+
+
+def test_conforming_data_passes(target):
+    result = run_test_data()
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^(15 passed|12 passed, 3 skipped) in ", result.output, re.M), result.output
+    assert result.output.rstrip().endswith("Contract tests passed for database " + target[1].name + ".")
+    if "skipped" in result.output:
+        # Only the validator check may be skipped, and only with the server's reason.
+        assert result.output.count("SKIPPED") == 3
+        assert "cannot list collection options" in result.output
+
+
+def test_a_document_that_breaks_the_schema_fails_with_exit_4(target):
+    _, db = target
+    db["campaigns"].insert_one({"_id": Int64(99), "name": "Bad", "status": "deleted", "budget": None,
+                                "start_date": dt.datetime(2026, 1, 1, tzinfo=UTC), "tags": [], "flights": []})
+    result = run_test_data()
+    assert result.exit_code == 4, result.output
+    assert "_id=99: status:" in result.output
+    assert "test_documents_match_canonical_schema" in result.output
+    assert "test_documents_match_model" in result.output
+    assert result.output.rstrip().splitlines()[-1].startswith(
+        f"Error: contract tests failed for database {db.name}: 2 failed")
+
+
+def test_a_missing_or_extra_index_fails(target):
+    _, db = target
+    db["campaigns"].drop_index("status_1")
+    db["advertisers"].create_index([("name", 1)])
+    result = run_test_data("-k", "indexes")
+    assert result.exit_code == 4, result.output
+    assert "missing index {status: 1}" in result.output
+    assert "unexpected index {name: 1}" in result.output
+
+
+def test_a_missing_collection_fails(target):
+    _, db = target
+    db["advertisers"].drop()
+    result = run_test_data("-k", "advertisers and exists")
+    assert result.exit_code == 4, result.output
+    assert "collection advertisers does not exist" in result.output
+
+
+@pytest.fixture
+def wire_target(tmp_path, generated_examples, wire_mongo_uri, monkeypatch):
+    """The same project against a server that keeps and reports $jsonSchema validators."""
+    name = f"etltest-{uuid.uuid4().hex[:8]}"
+    root = tmp_path / "project"
+    shutil.copytree(generated_examples, root)
+    monkeypatch.setenv("ETL_ROOT", str(root))
+    monkeypatch.setenv("MONGO_URI", wire_mongo_uri)
+    monkeypatch.setenv("MONGO_DB_NAME", name)
+    client = connect(wire_mongo_uri)
+    yield root, client[name]
+    for coll in client[name].list_collection_names():
+        client[name][coll].drop()
+
+
+@pytest.mark.wire
+def test_validators_are_checked_on_a_server_that_reports_them(wire_target):
+    _, db = wire_target
+    for coll, schema in EXAMPLES.items():
+        load_collection(db, coll, schema, GOOD_DOCS[coll])
+    result = run_test_data("-k", "validator")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^3 passed, 12 deselected in ", result.output, re.M), result.output
+
+
+@pytest.mark.wire
+def test_a_validator_that_drifted_from_the_schema_fails(wire_target):
+    _, db = wire_target
+    drifted = json.loads(json.dumps(EXAMPLES["advertisers"]))
+    del drifted["properties"]["logo"]
+    drifted["required"].remove("logo")
+    db.create_collection("advertisers", validator=validator_for(drifted))
+    result = run_test_data("-k", "advertisers and validator")
+    assert result.exit_code == 4, result.output
+    assert "validator lacks properties: logo" in result.output
+
+
+def test_db_flag_selects_the_database(target, mongo_base_uri):
+    other = f"etltest-{uuid.uuid4().hex[:8]}"
+    try:
+        result = run_test_data("--db", other, "-k", "exists")
+        assert result.exit_code == 4, result.output
+        assert f"failed for database {other}" in result.output
+    finally:
+        connect(mongo_base_uri).drop_database(other)
+
+
+def test_tests_older_than_the_schemas_do_not_run(target):
+    root, _ = target
+    path = root / "schemas" / "collections" / "advertisers.schema.json"
+    schema = json.loads(path.read_text())
+    schema["properties"]["website"] = {"type": ["string", "null"], "x-bsonType": ["string", "null"]}
+    path.write_text(json.dumps(schema))
+    result = run_test_data()
+    assert result.exit_code == 1
+    assert result.output == ("Error: the contract tests are older than the canonical schemas "
+                             "(run `etl generate` (make generate))\n")
+
+
+def test_no_generated_tests_is_one_line(tmp_path, monkeypatch, mongo_db):
+    monkeypatch.setenv("ETL_ROOT", str(tmp_path))
+    monkeypatch.setenv("MONGO_URI", mongo_db[0])
+    result = run_test_data()
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: no contract tests in ")
+    assert len(result.output.splitlines()) == 1
+
+
+def test_sample_is_bounded(target):
+    root, db = target
+    target_ = contract.Target(collection="campaigns", slug="campaigns", type_name="Campaigns",
+                              generated=root / "generated", db=db, sample_size=1)
+    docs = target_.sample()
+    assert len(docs) == 1
+    assert docs[0]["_id"] in (1, 2)
+    assert isinstance(docs[0]["start_date"], str)
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+def test_to_json_doc_follows_the_canonical_representation():
+    oid = ObjectId("65a1b2c3d4e5f60718293a4b")
+    some_uuid = uuid.UUID("3f2b8c1e-5d7a-4e9b-8c2d-1a2b3c4d5e6f")
+    doc = {"_id": oid, "money": Decimal128("1234.50"), "big": Decimal128("1E+3"), "plain": Decimal("2.5"),
+           "at": dt.datetime(2026, 11, 26, 10, 0, tzinfo=UTC),
+           "at_ms": dt.datetime(2026, 11, 26, 10, 0, 0, 123000, tzinfo=UTC),
+           "naive": dt.datetime(2026, 1, 1), "u1": some_uuid, "u2": Binary(some_uuid.bytes, 4),
+           "blob": Binary(b"\x00\xff", 0), "raw": b"ab", "n": Int64(5), "nested": [{"d": Decimal128("0.10")}],
+           "s": "x", "b": True, "none": None, "f": 1.5}
+    assert contract.to_json_doc(doc) == {
+        "_id": "65a1b2c3d4e5f60718293a4b", "money": "1234.50", "big": "1E+3", "plain": "2.5",
+        "at": "2026-11-26T10:00:00Z", "at_ms": "2026-11-26T10:00:00.123Z", "naive": "2026-01-01T00:00:00Z",
+        "u1": str(some_uuid), "u2": str(some_uuid), "blob": "AP8=", "raw": "YWI=", "n": 5,
+        "nested": [{"d": "0.10"}], "s": "x", "b": True, "none": None, "f": 1.5}
+    assert type(contract.to_json_doc({"n": Int64(5)})["n"]) is int
+
+
+def test_to_json_doc_gives_a_number_where_the_schema_wants_one():
+    schema = EXAMPLES["reporting.daily_metrics"]
+    doc = {"_id": {"campaign_id": 1, "day": dt.datetime(2026, 3, 1, tzinfo=UTC)}, "cost": Decimal128("12.5"),
+           "impressions": 3, "ctr": 0.5}
+    out = contract.to_json_doc(doc, schema)
+    assert out["cost"] == 12.5 and out["_id"]["day"] == "2026-03-01T00:00:00Z"
+    flight = contract.to_json_doc({"flights": [{"starts_on": dt.datetime(2026, 3, 2, tzinfo=UTC),
+                                                "spend": Decimal128("1.00")}]}, EXAMPLES["campaigns"])
+    assert flight == {"flights": [{"starts_on": "2026-03-02", "spend": "1.00"}]}
+
+
+def test_validator_differences_are_named():
+    schema = EXAMPLES["advertisers"]
+    right = validator_for(schema)
+    assert contract.validator_problems(schema, right) == []
+    assert contract.validator_problems(schema, None) == ["the collection has no $jsonSchema validator"]
+    drifted = json.loads(json.dumps(right))
+    del drifted["$jsonSchema"]["properties"]["logo"]
+    drifted["$jsonSchema"]["properties"]["fax"] = {"bsonType": "string"}
+    drifted["$jsonSchema"]["properties"]["name"]["bsonType"] = "int"
+    problems = contract.validator_problems(schema, drifted)
+    assert problems[0] == "validator lacks properties: logo"
+    assert problems[1] == "validator has properties the canonical schema does not: fax"
+    assert any(p.startswith("validator of name is") for p in problems)
+
+
+def test_index_differences_are_named():
+    expected = [{"name": "a_1", "keys": [["a", 1]], "unique": True},
+                {"name": "b_1", "keys": [["b", 1]], "unique": False,
+                 "partialFilterExpression": {"b": {"$type": "string"}}}]
+    actual = {"_id_": {"key": [("_id", 1)]}, "a_1": {"key": [("a", 1)]},
+              "c_-1": {"key": [("c", -1)], "unique": True}}
+    assert contract.index_problems(expected, actual) == [
+        "index {a: 1} is not unique, expected unique", "missing index {b: 1}", "unexpected index {c: -1}"]
+    actual["a_1"]["unique"] = True
+    actual["other"] = {"key": [("b", 1)], "partialFilterExpression": {"b": {"$type": "string"}}}
+    del actual["c_-1"]
+    assert contract.index_problems(expected, actual) == []
