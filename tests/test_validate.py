@@ -267,3 +267,30 @@ def test_rollback_on_invalid_restores_the_pre_load_backup(env, dump_folder, monk
     assert env.coll("campaigns").count_documents({}) == 10
     assert validate(load_config())["ok"]
     shutil.rmtree(backup)
+
+
+@pytest.mark.wire
+def test_validator_compliance_on_a_server_that_queries_jsonschema(env, wire_mongo_uri, monkeypatch):
+    import uuid
+
+    monkeypatch.setenv("MONGO_URI", wire_mongo_uri)
+    monkeypatch.setenv("MONGO_DB_NAME", db := f"etltest-{uuid.uuid4().hex[:8]}")
+    env.folder = env.root / "data" / "transformed" / db
+    validator = {"$jsonSchema": {"bsonType": "object", "required": ["name"],
+                                 "properties": {"name": {"bsonType": "string"}}}}
+    data = {"advertisers": advertisers()}
+    data["advertisers"][1]["name"] = 2  # loaded past the validator, and faithfully so
+    env.export(data)
+    client = connect(wire_mongo_uri)
+    try:
+        client[db].create_collection("advertisers", validator=validator)
+        coll = client[db]["advertisers"]
+        coll.insert_many([data["advertisers"][0], data["advertisers"][2]])
+        coll.insert_one(data["advertisers"][1], bypass_document_validation=True)
+        report = validate(load_config(), references=[])
+        res = report["collections"]["advertisers"]
+        assert res["validator"] == {"status": "failed", "ok": False, "non_compliant": 1, "validator_from": "server"}
+        assert res["content"]["ok"] and res["count"]["ok"]
+        assert report["failures"] == ["advertisers: 1 documents fail the validator"]
+    finally:
+        client.drop_database(db)

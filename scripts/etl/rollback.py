@@ -176,12 +176,25 @@ def _swap(mdb, staging: str, name: str, warnings: list[str]) -> None:
     try:
         mdb[staging].rename(name, dropTarget=True)
         return
-    except Exception as exc:  # a server without rename(dropTarget): drop, then rename
-        note = f"{name}: the server refused an atomic rename ({type(exc).__name__}); dropped and renamed"
-    warnings.append(note)
-    log.warning("%s", note)
-    mdb.drop_collection(name)
-    mdb[staging].rename(name)
+    except Exception as exc:  # a server without rename(dropTarget)
+        refused = type(exc).__name__
+    # Move the live collection aside before putting the staging one in its place, so a server
+    # that cannot rename at all loses nothing: the live collection stays where it was.
+    aside = f"{STAGING_PREFIX}old_{name}"
+    try:
+        if name in mdb.list_collection_names():
+            mdb.drop_collection(aside)
+            mdb[name].rename(aside)
+        mdb[staging].rename(name)
+    except Exception as exc:
+        if aside in mdb.list_collection_names() and name not in mdb.list_collection_names():
+            mdb[aside].rename(name)
+        mdb.drop_collection(staging)
+        raise BackupError(f"{name}: the server cannot rename collections ({refused}, then "
+                          f"{type(exc).__name__}); {name} was left as it was") from None
+    mdb.drop_collection(aside)
+    warnings.append(f"{name}: the server refused an atomic rename ({refused}); swapped in two renames")
+    log.warning("%s", warnings[-1])
 
 
 def restore_collection(mdb, name: str, folder: Path, batch_size: int, allow_no_options: bool,
