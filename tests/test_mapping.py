@@ -253,7 +253,8 @@ def test_rules_for_missing_things_name_them(keyed):
     with pytest.raises(RulesError, match="round applies to numeric columns"):
         build_mapping(keyed, {"version": 1, "collections": {"children": {"fields": {"label": {"round": 2}}}}})
     with pytest.raises(RulesError, match="serialize 'binary' is not one of"):
-        build_mapping(keyed, {"version": 1, "collections": {"children": {"fields": {"amount": {"serialize": "binary"}}}}})
+        build_mapping(keyed, {"version": 1, "collections": {
+            "children": {"fields": {"amount": {"serialize": "binary"}}}}})
     with pytest.raises(RulesError, match="two fields would be named 'day'"):
         build_mapping(keyed, {"version": 1, "collections": {"children": {"fields": {"label": {"name": "day"}}}}})
 

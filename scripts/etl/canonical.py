@@ -24,7 +24,7 @@ import yaml
 from etl.cli import config_options
 from etl.errors import DecisionError, SnapshotError
 from etl.fsutil import content_hash, read_json, write_json_if_changed
-from etl.mapping import build_mapping, stored_bson, write_mapping
+from etl.mapping import build_mapping, write_mapping
 from etl.paths import paths
 from etl.rules import load_rules
 

@@ -264,7 +264,8 @@ def _unsupported(name: str, what: str, exc: BaseException, allow: bool) -> Outco
     if not allow:
         raise DatabaseError(reason, hint="use a server that supports validators, or set "
                                          "ETL_MONGO_ALLOW_NO_COLLMOD=true to go on without them")
-    log.warning("%s; going on without a validator (ETL_MONGO_ALLOW_NO_COLLMOD=true)", reason)
+    # Callers summarise the outcomes; one log line per collection is enough here.
+    log.info("%s; going on without a validator (ETL_MONGO_ALLOW_NO_COLLMOD=true)", reason)
     return Outcome(name, "unsupported", reason)
 
 

@@ -70,7 +70,8 @@ def validate_rules(data: Any, source: str = "rules.yaml", node: yaml.Node | None
     """Check `data` against the rules schema; the first error names its place (and line)."""
     if data is None:
         return dict(EMPTY_RULES)
-    errors = sorted(_validator().iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    errors = sorted(_validator().iter_errors(data),
+                    key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         err = errors[0]
         where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
