@@ -341,7 +341,8 @@ def write_outputs(report: dict[str, Any], directory: Path | None = None,
     """latest.json (rewritten only when its content changes) and <ts>.json + <ts>.md."""
     directory = directory or paths.changes
     now = now or datetime.now(timezone.utc)
-    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    # Milliseconds keep the names unique and in run order when runs follow each other quickly.
+    stamp = f"{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}Z"
     detected_at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     latest = directory / "latest.json"
     write_json_if_changed(latest, report)
