@@ -261,6 +261,10 @@ def test_no_secret_in_log_audit_report_or_console(root, monkeypatch, mongo_db):
         from etl.services import free_port
         uri = f"mongodb://etl:{mongo_secret}@127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=500"
     monkeypatch.setenv("MONGO_URI", uri)
+    import etl.mongo
+
+    real = etl.mongo.connect  # a shorter wait for the server that is not there
+    monkeypatch.setattr(etl.mongo, "connect", lambda u, **kw: real(u, **(kw | {"timeout_ms": 300})))
     write_makefile(root, [stage_line("load"), stage_line("validate", "invalid")])
     result = invoke()
     assert result.exit_code == 4, result.output
