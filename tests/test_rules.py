@@ -10,7 +10,7 @@ import pytest
 from etl import expr
 from etl.errors import RulesError
 from etl.mapping import build_mapping
-from etl.rules import evaluate, load_rules, round_value, validate_rules
+from etl.rules import evaluate, load_rules, round_value, rules_touching, validate_rules
 from etl.snapshot import take_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
@@ -212,3 +212,13 @@ def test_round_value(value, places, mode, expected):
 def test_round_value_keeps_nan_and_infinity():
     assert round_value(Decimal("NaN"), 2).is_nan()
     assert round_value(float("inf"), 2) == float("inf")
+
+
+def test_rules_touching_reports_where_a_change_would_break_a_rule():
+    rules = load_rules(REPO / "schemas" / "rules.yaml")
+    assert rules_touching(rules, "public.daily_metrics", "impressions") == [
+        "collections.daily_metrics.calculated.cpm", "collections.daily_metrics.calculated.ctr"]
+    assert rules_touching(rules, "public.campaigns", "budget") == ["collections.campaigns.fields.budget"]
+    assert rules_touching(rules, "public.flights", "start_date") == ["collections.campaigns.embed.0"]
+    assert rules_touching(rules, "public.flights") == ["collections.campaigns.embed.0", "collections.flights"]
+    assert rules_touching(rules, "public.agencies", "name") == []

@@ -136,3 +136,33 @@ def round_value(value: Any, places: int, mode: str = "half_even") -> Any:
     if isinstance(value, int):
         return value
     raise TypeError(f"cannot round {type(value).__name__}")
+
+
+def rules_touching(rules: dict[str, Any], table: str, column: str | None = None) -> list[str]:
+    """Where the rules name `table` (qualified, `public.campaigns`) or one of its columns: for
+    detection's impact, so a change that would break a rule is reported before `canonical`
+    stops on it. Returns places like `collections.line_items.calculated.total_cost`."""
+    from etl.mapping import collection_name
+
+    found: list[str] = []
+    names = {table, collection_name(table)}
+    for coll, spec in sorted((rules.get("collections") or {}).items()):
+        spec = spec or {}
+        if coll in names:
+            if column is None:
+                found.append(f"collections.{coll}")
+                continue
+            if column in (spec.get("fields") or {}):
+                found.append(f"collections.{coll}.fields.{column}")
+            for calc_name, calc in sorted((spec.get("calculated") or {}).items()):
+                try:
+                    if column in expr.names_in(calc["expression"]):
+                        found.append(f"collections.{coll}.calculated.{calc_name}")
+                except expr.ExpressionError:
+                    continue
+        for i, embed in enumerate(spec.get("embed") or []):
+            if embed.get("collection") in names and (
+                    column is None or column in embed.get("foreign_key", [])
+                    or column in [key for key, _ in embed.get("sort") or []]):
+                found.append(f"collections.{coll}.embed.{i}")
+    return found
