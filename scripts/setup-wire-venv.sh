@@ -25,6 +25,7 @@ find_python() {
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "
 import importlib.metadata as m, sys
 sys.exit(m.version('mongoeco') != '$MONGOECO_VERSION' or m.version('pymongo') != '$PYMONGO_VERSION')" 2>/dev/null; then
+  touch "$VENV/.installed"  # Make's target for this step
   exit 0
 fi
 
@@ -38,4 +39,5 @@ fi
 "$VENV/bin/pip" install --quiet --disable-pip-version-check "mongoeco[wire]==$MONGOECO_VERSION" \
   "pymongo==$PYMONGO_VERSION" 2>&1 \
   | { grep -v "^WARNING: Location .* is ignored" || true; } >&2
+touch "$VENV/.installed"
 echo "setup-wire-venv: mongoeco $MONGOECO_VERSION ready in $VENV"
