@@ -143,9 +143,14 @@ def test_audit_collects_what_the_stages_left_on_disk(root):
             "decisions:\n  - change: c-bbbbbbbbbbbb\n    action: rename\n    by: ops\n"
             "  - change: c-000000000000\n    action: drop\n")
         write_json_if_changed(paths.transformed / db / "manifest.json",
-                              {"collections": {"campaigns": {"documents": 40, "rows": 41, "skipped": 1},
-                                               "users": {"documents": 7}}})
-        write_json_if_changed(paths.reports / f"validation-{db}-2026-11-26-02-00-01.json", {"ok": False})
+                              {"collections": {"campaigns": {"count": 40, "rows": 41, "skipped": 1,
+                                                             "sha256": "ab" * 32, "table": "public.campaigns"},
+                                               "users": {"count": 7}}})
+        write_json_if_changed(paths.reports / f"validation-{db}-20261126T020001000Z.json",
+                              {"database": db, "ok": False})
+        # A parallel database's report matches the same file pattern; it is not this run's.
+        write_json_if_changed(paths.reports / f"validation-{db}-x-20261126T020002000Z.json",
+                              {"database": f"{db}-x", "ok": True})
         audit = runlog.build_audit(run, cfg, 4, "stage validate: 1 orphan")
     finally:
         runlog.finish_run(run)
@@ -155,7 +160,8 @@ def test_audit_collects_what_the_stages_left_on_disk(root):
                                    "id": "c-bbbbbbbbbbbb"}]
     assert audit["collections"]["campaigns"] == {"documents": 40, "rows": 41, "skipped": 1}
     assert audit["backup_version"] == "2026-11-26-001"
-    assert audit["validation"] == {"report": f"reports/validation-{db}-2026-11-26-02-00-01.json", "ok": False}
+    assert audit["collections"]["users"] == {"documents": 7}
+    assert audit["validation"] == {"report": f"reports/validation-{db}-20261126T020001000Z.json", "ok": False}
 
 
 def test_pending_changes_are_not_counted_as_applied(root):
@@ -166,12 +172,34 @@ def test_pending_changes_are_not_counted_as_applied(root):
     write_json_if_changed(paths.schemas / "accepted.json", {"hash": "h1"})
     run = runlog.start_run(cfg, {}, ["etl", "run"])
     try:
-        write_json_if_changed(paths.changes / "pending.json", {"changes": [{"id": "c-bbbbbbbbbbbb"}]})
+        write_json_if_changed(paths.changes / "pending.json",
+                              {"status": "pending", "pending": [{"id": "c-bbbbbbbbbbbb"}]})
         audit = runlog.build_audit(run, cfg, 3)
     finally:
         runlog.finish_run(run)
     assert audit["status"] == "pending"
     assert audit["changes"]["applied"] == [] and audit["changes"]["pending"] == ["c-bbbbbbbbbbbb"]
+
+
+def test_decide_record_names_applied_changes_and_who_decided(root):
+    cfg = load_config()
+    write_json_if_changed(paths.changes / "latest.json", {"from_hash": "h1", "to_hash": "h2", "changes": [
+        {"id": "c-aaaaaaaaaaaa", "classification": "safe"}, {"id": "c-bbbbbbbbbbbb", "classification": "review"}]})
+    write_json_if_changed(paths.changes / "decided.json", {"to_hash": "h0", "changes": []})
+    os.utime(paths.changes / "decided.json", (0, 0))
+    run = runlog.start_run(cfg, {}, ["etl", "run"])
+    try:
+        assert runlog.build_audit(run, cfg, 0)["changes"]["applied"] == []  # an old record
+        write_json_if_changed(paths.changes / "decided.json", {"to_hash": "h2", "changes": [
+            {"id": "c-aaaaaaaaaaaa", "answer": {"action": "accept"}, "decided_by": "auto"},
+            {"id": "c-bbbbbbbbbbbb", "answer": {"rename": True}, "decided_by": "ops@example.com"}]})
+        audit = runlog.build_audit(run, cfg, 0)
+    finally:
+        runlog.finish_run(run)
+    assert audit["changes"]["applied"] == ["c-aaaaaaaaaaaa", "c-bbbbbbbbbbbb"]
+    assert audit["decisions"] == [{"id": "c-bbbbbbbbbbbb", "answer": {"rename": True},
+                                   "decided_by": "ops@example.com"}]
+    assert "decided" not in audit["changes"]
 
 
 def test_audit_record_round_trips_through_mongodb(root):

@@ -413,7 +413,8 @@ def collect_facts(cfg: Config, db: str, since: datetime,
         "validation": info.get("validation") or _validation(db, since),
         "push": info.get("push"),
     }
-    facts["decisions"] = info.get("decisions") or _decisions(
+    decided = facts["changes"].pop("decided", None)
+    facts["decisions"] = info.get("decisions") or decided or _decisions(
         {c["id"] for c in facts["changes"]["items"]})
     if "changes_applied" in info:
         facts["changes"]["applied"] = info["changes_applied"]
@@ -439,11 +440,25 @@ def _changes(since: datetime) -> dict[str, Any]:
     if _newer(pending_file, since):
         try:
             pending = read_json(pending_file)
-            listed = pending.get("changes", pending) if isinstance(pending, dict) else pending
+            listed = (pending.get("pending") or pending.get("changes") or []
+                      if isinstance(pending, dict) else pending)
             pending_ids = {c.get("id") for c in listed or [] if isinstance(c, dict)}
         except (OSError, ValueError):
             pass
     out["pending"] = sorted(i for i in pending_ids if i)
+    decided_file = paths.changes / "decided.json"
+    if _newer(decided_file, since):
+        # decide's own record of what it accepted during this run, with who decided each.
+        try:
+            decided = read_json(decided_file)
+            if decided.get("to_hash") == data.get("to_hash"):
+                done = [c for c in decided.get("changes") or [] if isinstance(c, dict) and c.get("id")]
+                out["applied"] = [c["id"] for c in done]
+                out["decided"] = [{"id": c["id"], "answer": c.get("answer"), "decided_by": c.get("decided_by")}
+                                  for c in done if c.get("decided_by") not in (None, "auto")]
+                return out
+        except (OSError, ValueError, AttributeError):
+            pass
     accepted = paths.schemas / "accepted.json"
     # Changes count as applied by this run when decide accepted the new snapshot during it.
     if items and _newer(accepted, since):
@@ -501,6 +516,8 @@ def _collections(db: str) -> dict[str, dict[str, Any]]:
             if isinstance(body, dict):
                 found[name] = {k: v for k, v in body.items()
                                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                if "count" in found[name]:  # the transform manifest's name for documents written
+                    found[name].setdefault("documents", found[name].pop("count"))
             elif isinstance(body, int):
                 found[name] = {"documents": body}
     counts = data.get("counts")
@@ -528,17 +545,19 @@ def _backup_version(db: str, since: datetime) -> str | None:
 
 def _validation(db: str, since: datetime) -> dict[str, Any] | None:
     reports = sorted(paths.reports.glob(f"validation-{db}-*.json")) if paths.reports.is_dir() else []
-    reports = [p for p in reports if _newer(p, since)]
-    if not reports:
-        return None
-    try:
-        data = read_json(reports[-1])
-    except (OSError, ValueError):
-        return {"report": _rel(reports[-1]), "ok": None}
-    ok = data.get("ok", data.get("passed"))
-    if ok is None and isinstance(data.get("status"), str):
-        ok = data["status"].lower() in ("ok", "passed", "pass")
-    return {"report": _rel(reports[-1]), "ok": ok}
+    for path in reversed([p for p in reports if _newer(p, since)]):
+        try:
+            data = read_json(path)
+        except (OSError, ValueError):
+            return {"report": _rel(path), "ok": None}
+        # bravo-1's pattern also matches bravo-1-20261126's reports.
+        if data.get("database", db) != db:
+            continue
+        ok = data.get("ok", data.get("passed"))
+        if ok is None and isinstance(data.get("status"), str):
+            ok = data["status"].lower() in ("ok", "passed", "pass")
+        return {"report": _rel(path), "ok": ok}
+    return None
 
 
 # --- where the audit goes --------------------------------------------------------------------
