@@ -237,7 +237,7 @@ def test_recorded_decisions_are_replayed_without_asking(proj, mongo_db):
     script = next((proj.root / "data/migrations").glob("*.js")).read_text()
     assert '"$rename": {"name": "title"}' in script
     assert '"$rename": {"legacy_field": "legacy_field__archived"}' in script
-    assert '"$set": {"priority": 3}' in script
+    assert '"$set": {"priority": {"$numberInt": "3"}}' in script
 
 
 def test_rerun_after_accepting_writes_nothing_new(proj):

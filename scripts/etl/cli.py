@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "snapshot": "etl.snapshot:snapshot_cmd",
     "detect": "etl.detect:detect_cmd",
     "decide": "etl.decide:decide_cmd",
+    "migrate": "etl.migrate:migrate_cmd",
     "canonical": "etl.canonical:canonical_cmd",
     "generate": "etl.generate:generate_cmd",
     "mongo-schema": "etl.mongo_schema:mongo_schema_cmd",

@@ -6,18 +6,19 @@ mode, after its backup, so documents that exist only in MongoDB follow the new s
 Each application is recorded in the target database (`_etl_migrations`, one document per
 script, with the backup version it ran against), so a script runs once per database.
 
-The format is strict so it can be parsed back rather than evaluated. Every line is blank, a
-`//` comment, or exactly one of these statements (S: a JSON string, J: a JSON object or
-array in MongoDB Extended JSON, relaxed):
+The format is strict so it can be parsed back rather than evaluated. The first line is
+`// etl migration format 1`; every other line is blank, a `//` comment, or exactly one of
+these statements, where S is a JSON string and E is `EJSON.deserialize(J, {"relaxed": false})`
+with J a JSON object or array in canonical MongoDB Extended JSON:
 
-    db.getCollection(S).updateMany(EJSON.deserialize(J), EJSON.deserialize(J));
-    print(S, db.getCollection(S).countDocuments(EJSON.deserialize(J)));
-    if (db.getCollection(S).countDocuments(EJSON.deserialize(J)) > 0) throw new Error(S);
+    db.getCollection(S).updateMany(E, E);
+    print(S, db.getCollection(S).countDocuments(E));
+    if (db.getCollection(S).countDocuments(E) > 0) throw new Error(S);
     db.getCollection(S).renameCollection(S);
     db.getCollection(S).drop();
 
 `EJSON.deserialize` (a mongosh global) turns {"$numberDecimal": "1.5"} into a Decimal128 the
-way bson.json_util does here, so a default of any BSON type means the same on both sides.
+way bson.json_util does here, so a value of any BSON type means the same on both sides.
 
     mongosh "mongodb://localhost:27017/bravo-1" data/migrations/2026-11-26-10-00-00.js
 """
@@ -44,8 +45,12 @@ log = logging.getLogger("etl.migrate")
 
 FORMAT_LINE = "// etl migration format 1"
 RECORDS = "_etl_migrations"
-_JSON_OPTIONS = JSONOptions(json_mode=JSONMode.RELAXED, tz_aware=True,
-                            tzinfo=dt.timezone.utc)
+# Canonical Extended JSON: every number carries its BSON type ({"$numberInt": "3"},
+# {"$numberLong": "3"}), so a default for a bigint field is a long on both sides and passes a
+# validator that wants one. Relaxed mode would turn it into whatever the reader guesses.
+_JSON_OPTIONS = JSONOptions(json_mode=JSONMode.CANONICAL, tz_aware=True, tzinfo=dt.timezone.utc)
+_DESERIALIZE = "EJSON.deserialize("
+_EXACT = ', {"relaxed": false})'  # mongosh's EJSON keeps Int32/Long/Double instead of JS numbers
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,7 @@ def _s(text: str) -> str:
 
 
 def _j(obj: Any) -> str:
-    return f"EJSON.deserialize({json_util.dumps(obj, json_options=_JSON_OPTIONS, ensure_ascii=False)})"
+    return f"{_DESERIALIZE}{json_util.dumps(obj, json_options=_JSON_OPTIONS, ensure_ascii=False)}{_EXACT}"
 
 
 def render_step(step: Step) -> str:
@@ -152,11 +157,11 @@ class _Cursor:
         return value
 
     def ejson(self) -> Any:
-        self.take("EJSON.deserialize(")
+        self.take(_DESERIALIZE)
         value = self.json_value()
         if not isinstance(value, (dict, list)):
             raise self.fail("a JSON object or array")
-        self.take(")")
+        self.take(_EXACT)
         return value
 
     def collection(self) -> str:
