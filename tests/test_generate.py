@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import uuid
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -519,3 +518,25 @@ def test_sample_models_accept_a_transformed_campaign(sample_generated):
     jdoc = to_json_doc(doc, schemas["campaigns"])
     assert schema_failures(schemas["campaigns"], [jdoc]) == []
     assert model_failures(model, [jdoc]) == []
+
+
+def test_index_hash_names_the_bundles_and_a_mapping_only_change_regenerates_nothing(tmp_path, node_ready):
+    schemas = write_examples(tmp_path)
+    index = schemas / "index.json"
+    index.write_text(json.dumps({"format_version": 1, "hash": "f" * 64, "mapping_hash": "1" * 64}))
+    out = tmp_path / "generated"
+    gen.generate(schemas, out)
+    assert f"canonical schema hash {'f' * 64}" in (out / "openapi.yaml").read_text()
+    before = snapshot(out)
+
+    index.write_text(json.dumps({"format_version": 1, "hash": "f" * 64, "mapping_hash": "2" * 64}))
+    stale = index.stat().st_mtime_ns - 10 * 10**9  # as if the marker were written long before
+    os.utime(out / gen.MARKER, ns=(stale, stale))
+    result = gen.generate(schemas, out)
+    assert not result.regenerated
+    after = snapshot(out)
+    assert {rel: h for rel, (_, h) in after.items()} == {rel: h for rel, (_, h) in before.items()}
+    # Make compares mtimes: the marker (its target) must not look older than index.json.
+    assert (out / gen.MARKER).stat().st_mtime_ns >= index.stat().st_mtime_ns
+    assert {rel: m for rel, (m, _) in after.items() if rel != gen.MARKER} == \
+        {rel: m for rel, (m, _) in before.items() if rel != gen.MARKER}
