@@ -6,7 +6,6 @@ Detected changes and snapshots are written here in their documented formats
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import shutil
@@ -103,7 +102,8 @@ def base_changes() -> list[dict[str, Any]]:
                {"type": "text", "nullable": True}, None, "review", "Dropped: campaigns.legacy_field", "dropped",
                "dropped field"),
         change("column_renamed", "public.campaigns", "name", {"name": "name", "type": "text"},
-               {"name": "title", "type": "text"}, "review", "Possible rename: campaigns.name → campaigns.title (string)",
+               {"name": "title", "type": "text"}, "review",
+               "Possible rename: campaigns.name → campaigns.title (string)",
                "rename", "rename candidate"),
     ]
 
@@ -142,8 +142,8 @@ class Project:
         return yaml.safe_load((self.root / "schemas/decisions.yaml").read_text(encoding="utf-8"))["decisions"] or {}
 
 
-@pytest.fixture
-def proj(tmp_path, monkeypatch, mongo_db) -> Project:
+def make_project(tmp_path: Path, monkeypatch, mongo_db) -> Project:
+    """A scratch root with the tracked config and decisions, MongoDB settings at `mongo_db`."""
     root = tmp_path / "project"
     (root / "schemas").mkdir(parents=True)
     shutil.copy(REPO / "pipeline.env", root / "pipeline.env")
@@ -154,6 +154,11 @@ def proj(tmp_path, monkeypatch, mongo_db) -> Project:
     monkeypatch.setenv("MONGO_DB_NAME", name)
     monkeypatch.delenv("ETL_DEBUG", raising=False)
     return Project(root)
+
+
+@pytest.fixture
+def proj(tmp_path, monkeypatch, mongo_db) -> Project:
+    return make_project(tmp_path, monkeypatch, mongo_db)
 
 
 def run(*args: str, input: str | None = None):
@@ -226,7 +231,8 @@ def test_recorded_decisions_are_replayed_without_asking(proj, mongo_db):
 
     assert result.exit_code == 0, result.output
     assert "Accepted schema" in result.stdout and "5 changes (1 safe" in result.stdout
-    assert (proj.root / "schemas/accepted.json").read_bytes() == (proj.root / "schemas/snapshots/current.json").read_bytes()
+    current = (proj.root / "schemas/snapshots/current.json").read_bytes()
+    assert (proj.root / "schemas/accepted.json").read_bytes() == current
     text = (proj.root / "schemas/decisions.yaml").read_text()
     assert "# approved in the weekly review" in text  # comments survive the rewrite
     assert all(e["applied_in"] == after["hash"][:12] for e in proj.decisions().values())
@@ -361,7 +367,8 @@ def test_default_that_does_not_fit_the_column_names_its_line(proj):
         "    default: high\n    decided_by: bob\n    decided_at: '2026-11-20T09:00:00Z'\n"))
     result = run()
     assert result.exit_code == 1
-    assert "Error: decisions.yaml:3: default for campaigns.priority (int): 'high' is not a whole number" in result.output
+    assert ("Error: decisions.yaml:3: default for campaigns.priority (int): 'high' is not a whole number"
+            in result.output)
 
 
 def test_accept_on_a_required_column_is_refused(proj):

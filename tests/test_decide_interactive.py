@@ -11,8 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from test_decide import (Project, base_changes, base_snapshots, change, col, mongo_state, proj,  # noqa: F401
-                         run, seed_mongo, snapshot, table)
+import pytest
+from test_decide import (Project, base_changes, base_snapshots, change, col, make_project, mongo_state, run,
+                         seed_mongo, snapshot, table)
 
 from etl.migrate import parse_script
 
@@ -28,6 +29,11 @@ MENU = ("Detected Schema Changes:\n"
         "[2] Review each change individually\n"
         "[3] Skip schema updates\n"
         "[4] Abort ETL process\n")
+
+
+@pytest.fixture
+def proj(tmp_path, monkeypatch, mongo_db) -> Project:
+    return make_project(tmp_path, monkeypatch, mongo_db)
 
 
 def setup(proj: Project):

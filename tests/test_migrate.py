@@ -66,7 +66,8 @@ def test_script_is_valid_javascript_for_mongosh(tmp_path):
 
 
 @pytest.mark.parametrize("line, error", [
-    ('db.getCollection("c").updateMany(EJSON.deserialize({}, {"relaxed": false}), EJSON.deserialize({}, {"relaxed": false}))',
+    ('db.getCollection("c").updateMany(EJSON.deserialize({}, {"relaxed": false}), '
+     'EJSON.deserialize({}, {"relaxed": false}))',
      "x.js:3: expected ');'"),
     ('db.getCollection("c").deleteMany(EJSON.deserialize({}, {"relaxed": false}));', "x.js:3: expected '.drop();'"),
     ('db.getCollection("c").updateMany(EJSON.deserialize({"a": }, {"relaxed": false}), EJSON.deserialize({}));',

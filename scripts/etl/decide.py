@@ -114,7 +114,8 @@ def load_inputs() -> Inputs:
     accepted = None
     if accepted_path().is_file():
         accepted, _ = _read(accepted_path(), "the accepted snapshot", "")
-        if changes_doc.get("from_hash") not in (None, accepted.get("hash")) and not _already_accepted(changes_doc, accepted):
+        from_hash = changes_doc.get("from_hash")
+        if from_hash not in (None, accepted.get("hash")) and not _already_accepted(changes_doc, accepted):
             raise DecisionError(
                 f"data/changes/latest.json compares against schema {str(changes_doc.get('from_hash'))[:12]} "
                 f"but the accepted one is {str(accepted.get('hash'))[:12]}", hint="run `etl detect`")
@@ -529,7 +530,8 @@ def _echo_accepted(result: dict[str, Any]) -> None:
 @click.command("decide")
 @click.option("--interactive", is_flag=True, help="Show the changes and ask (the default on a terminal).")
 @click.option("--yes-safe", is_flag=True, help="Unattended: apply safe changes, replay recorded decisions.")
-@click.option("--json", "as_json", is_flag=True, help="Print the outcome (pending changes with allowed answers) as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the outcome (pending changes with allowed answers) as JSON.")
 @click.option("--decisions", "answers_file", type=click.Path(path_type=Path, dir_okay=False),
               help="Apply a file of answers (YAML or JSON), merged into schemas/decisions.yaml.")
 @click.option("--by", "decided_by", default=None, help="Who decides (default: the login name).")

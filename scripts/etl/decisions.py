@@ -332,7 +332,10 @@ def render(existing_text: str | None, updates: dict[str, dict[str, Any]]) -> str
     return out.getvalue()
 
 
-_LITERAL_DEFAULT = re.compile(r"^\(?'((?:[^']|'')*)'(?:::[\w .\"\[\]()]+)?\)?$|^\(?(-?\d+(?:\.\d+)?)\)?(?:::[\w .]+)?$|^(true|false)$")
+_LITERAL_DEFAULT = re.compile(
+    r"^\(?'((?:[^']|'')*)'(?:::[\w .\"\[\]()]+)?\)?$"  # 'text'::type
+    r"|^\(?(-?\d+(?:\.\d+)?)\)?(?:::[\w .]+)?$"  # 0, 0.00, (-1)::integer
+    r"|^(true|false)$")
 
 
 def literal_default(expression: str | None) -> Any:

@@ -254,7 +254,7 @@ def plan_change(change: dict[str, Any], answer: dict[str, Any], before: dict, af
         out["mongodb"].append(f"validator of {info.collection}: field {info.field} removed")
     elif kind == "column_renamed":
         old = _info(before, table, frm.get("name") or column)
-        for (t, c), i in before.items():  # the table itself may have been renamed too
+        for (_, c), i in before.items():  # the table itself may have been renamed too
             if c == (frm.get("name") or column) and i.collection == collection_name(table):
                 old = i
         new = _info(after, table, to.get("name") or column)
