@@ -149,10 +149,13 @@ def test_stage_exit_code_passes_through_make(root, outcome, code, status):
 
 
 def test_exit_code_of_a_recipe_outside_any_stage_is_read_from_make(root):
-    write_makefile(root, ["@echo checking decisions", "exit 3"])
+    write_makefile(root, ["@echo checking decisions", "@echo 'Error: 1 change waits for a decision' >&2",
+                          "exit 3"])
     result = invoke()
     assert result.exit_code == 3, result.output
     assert "(no stage reported)" in result.output
+    # The recipe's own error line, not make's "*** [pipeline] Error 3", is the run's error.
+    assert "  error: 1 change waits for a decision" in result.output
 
 
 def test_make_failure_with_its_own_code_2_is_an_error_not_changes_found(root):

@@ -255,11 +255,19 @@ def _run_and_close(cfg: Config, run: runlog.Run, opts: RunOptions, cmd: list[str
         if code and error is None:
             failed = [s for s in stages if s.get("exit_code") not in (0, None)]
             error = (f"stage {failed[-1]['name']}: {failed[-1].get('error') or 'failed'}" if failed
-                     else (output[-1] if output else f"make exited with {make_rc}"))
+                     else _last_error_line(output) or f"make exited with {make_rc}")
         log.info("pipeline finished: make exit %s, run exit %s", make_rc, code)
         return code, close_run(cfg, run, code, error, interrupted, console)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _last_error_line(output: list[str]) -> str | None:
+    """A stage's own `Error: …` line says more than make's `*** [target] Error 1` after it."""
+    for line in reversed(output):
+        if line.startswith("Error: "):
+            return line[len("Error: "):]
+    return next((line for line in reversed(output) if line.strip()), None)
 
 
 def _raise_interrupted(signum, frame):
