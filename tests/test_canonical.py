@@ -230,3 +230,10 @@ def test_canonical_command_without_accepted_schema(root):
     result = CliRunner().invoke(cli, ["canonical"])
     assert result.exit_code == 1
     assert "Error: no accepted schema" in result.output and "etl decide" in result.output
+
+
+def test_domain_regex_is_translated_for_json_schema(schemas):
+    # The sample's email domain uses [:space:], which only PostgreSQL and PCRE understand.
+    email = {"type": "string", "pattern": schemas["users"]["properties"]["email"]["pattern"]}
+    assert _validator(email).is_valid("omar.rossi1@mediatool.example")
+    assert not _validator(email).is_valid("omar rossi@mediatool.example")

@@ -229,6 +229,9 @@ def test_checks_become_constraints_or_are_listed(keyed):
     ("CHECK (((kind)::text = ANY ((ARRAY['cpm'::character varying, 'it''s'::character varying])::text[])))",
      {"kind": {"enum": ["cpm", "it's"]}}, True),
     ("CHECK ((VALUE ~ '^[a-z]+$'::text))", {"VALUE": {"pattern": "^[a-z]+$"}}, True),
+    # POSIX classes are PostgreSQL (and PCRE) only: translated for JSON Schema and Python.
+    ("CHECK ((VALUE ~ '^[^@[:space:]]+@[^@[:space:]]+$'::text))", {"VALUE": {"pattern": r"^[^@\s]+@[^@\s]+$"}}, True),
+    ("CHECK ((code ~ '\\mab\\M'::text))", {}, False),
     ("CHECK (((x > 0) OR (y > 0)))", {}, False),
     ("CHECK ((end_date >= start_date))", {}, False),
 ])

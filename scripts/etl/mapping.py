@@ -118,6 +118,31 @@ _REGEX_RE = re.compile(rf"^{_IDENT}\s*~\s*'((?:[^']|'')*)'(?:::text)?$")
 _LITERAL_RE = re.compile(r"'((?:[^']|'')*)'(?:::[\w ]+)?")
 
 
+# POSIX bracket classes PostgreSQL's regexes allow; JSON Schema's (ECMA 262) and Python's do not.
+_POSIX_CLASSES = {
+    "alpha": "A-Za-z", "digit": "0-9", "alnum": "A-Za-z0-9", "upper": "A-Z", "lower": "a-z",
+    "space": r"\s", "blank": r" \t", "punct": r"!-/:-@\[-`{-~", "xdigit": "0-9A-Fa-f", "word": r"\w",
+}
+# PostgreSQL-only escapes (word boundaries \m \M \y \Y, \A \Z are spelled differently) and
+# embedded options: a pattern using them is left unexpressed rather than translated wrongly.
+_PG_ONLY = re.compile(r"\\[mMyYZ]|^\*\*\*|\(\?[bceinpqstwx]+\)")
+
+
+def pg_regex_to_ecma(pattern: str) -> str | None:
+    """A PostgreSQL `~` pattern as a JSON Schema / MongoDB pattern, or None if it cannot be
+    carried over faithfully. Both search (unanchored), so only the syntax needs translating."""
+    if _PG_ONLY.search(pattern):
+        return None
+    out = re.sub(r"\[:([a-z]+):\]", lambda m: _POSIX_CLASSES.get(m.group(1), m.group(0)), pattern)
+    if "[:" in out:
+        return None
+    try:
+        re.compile(out)
+    except re.error:
+        return None
+    return out
+
+
 def _strip_parens(text: str) -> str:
     text = text.strip()
     while text.startswith("(") and text.endswith(")"):
@@ -191,8 +216,8 @@ def parse_check(expression: str) -> tuple[dict[str, dict[str, Any]], bool]:
                 found.setdefault(_ident(m.group(1)), {})["enum"] = values
             else:
                 complete = False
-        elif m := _REGEX_RE.match(part):
-            found.setdefault(_ident(m.group(1)), {})["pattern"] = m.group(2).replace("''", "'")
+        elif (m := _REGEX_RE.match(part)) and (pattern := pg_regex_to_ecma(m.group(2).replace("''", "'"))):
+            found.setdefault(_ident(m.group(1)), {})["pattern"] = pattern
         else:
             complete = False
     return found, complete
