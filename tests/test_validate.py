@@ -294,3 +294,16 @@ def test_validator_compliance_on_a_server_that_queries_jsonschema(env, wire_mong
         assert report["failures"] == ["advertisers: 1 documents fail the validator"]
     finally:
         client.drop_database(db)
+
+
+def test_unreachable_mongodb_is_one_line_without_the_password(env, monkeypatch):
+    from etl.services import free_port
+
+    good(env)
+    monkeypatch.setenv("MONGO_URI", f"mongodb://etl:s3cr3t-pw@127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=300")
+    result = CliRunner().invoke(cli, ["validate"])
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("Error: MongoDB at mongodb://etl:***@127.0.0.1:") and "s3cr3t-pw" not in result.output
+    logs = list((env.root / "logs" / "etl").glob("*.log"))
+    assert logs and not any("s3cr3t-pw" in p.read_text() for p in logs)

@@ -237,8 +237,14 @@ def push_cmd(cfg: Config, db: str | None):
 
     Example: etl push --db bravo-1
     """
+    from etl import runlog
+
     cfg = cfg.with_overrides({"MONGO_DB_NAME": db})
-    result = push(cfg, cfg["MONGO_DB_NAME"])
+    with runlog.stage("push", cfg) as st:
+        result = push(cfg, cfg["MONGO_DB_NAME"])
+        st.counts["bytes"] = result.bytes_uploaded
+        st.info["push"] = {"url": result.url, "version": result.version,
+                           "uploaded": len(result.uploaded), "skipped": len(result.skipped)}
     if result.uploaded:
         click.echo(f"Pushed {len(result.uploaded)} files ({result.bytes_uploaded} bytes) to {result.url}"
                    + (f"; {len(result.skipped)} already there" if result.skipped else ""))

@@ -362,7 +362,12 @@ def rollback_cmd(cfg: Config, version: str, db: str | None, yes: bool):
         click.echo(what)
         if not click.confirm("Proceed?", default=False):
             raise BackupError("rollback cancelled; nothing changed")
-    result = rollback(cfg, db, version)
+    from etl import runlog
+
+    with runlog.stage("rollback", cfg) as st:
+        result = rollback(cfg, db, version)
+        st.counts["documents"] = sum(res["count"] for res in result.collections.values())
+        st.info["rollback"] = {"version": version, "pre_rollback_backup": result.pre_rollback_backup}
     if result.pre_rollback_backup:
         click.echo(f"Backed up the current state as {result.pre_rollback_backup} "
                    f"(undo: etl rollback --version {result.pre_rollback_backup} --db {db})")

@@ -644,9 +644,14 @@ def validate_cmd(cfg: Config, db: str | None, sample: int | None, rollback_on_in
 
     Example: etl validate --db bravo-1 --sample 1000
     """
+    from etl import runlog
+
     cfg = cfg.with_overrides({"MONGO_DB_NAME": db})
-    report, path = validate_and_report(cfg, cfg["MONGO_DB_NAME"], sample=sample,
-                                       rollback_on_invalid=rollback_on_invalid)
+    with runlog.stage("validate", cfg) as st:
+        report, path = validate_and_report(cfg, cfg["MONGO_DB_NAME"], sample=sample,
+                                           rollback_on_invalid=rollback_on_invalid)
+        st.counts["documents"] = sum(r["count"]["actual"] for r in report["collections"].values())
+        st.info["validation"] = {"report": str(path), "ok": True}
     total = sum(r["count"]["actual"] for r in report["collections"].values())
     click.echo(f"{report['database']}: {len(report['collections'])} collections, {total} documents valid")
     for note in report["notes"]:
