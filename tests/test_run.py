@@ -346,3 +346,41 @@ def test_sigterm_stops_the_pipeline_and_still_closes_the_run(root):
     audit = audit_in_mongo(os.environ["MONGO_DB_NAME"], only_run_id(root))
     assert audit["status"] == "interrupted" and audit["exit_code"] == 1
     assert lock.read_holder(root / ".run" / "etl.lock") is None
+
+
+def test_interactive_run_shows_a_prompt_without_newline_and_passes_the_answer(root):
+    import pty
+    import select
+    import time
+
+    write_makefile(root, ['@read -p "rename users.name? [y/n] " x; echo "answer was $$x"'])
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: `etl run --interactive` on a terminal
+        os.execve(str(ETL), [str(ETL), "run", "--interactive"], os.environ.copy())
+    seen, answered = b"", False
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the terminal closes when the run ends
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if not answered and seen.endswith(b"[y/n] "):
+                os.write(fd, b"y\n")
+                answered = True
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    text = seen.decode()
+    assert answered, text
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "answer was y" in text
+    log_text = (root / "logs" / "etl" / f"{only_run_id(root)}.log").read_text()
+    # The prompt and what followed it are one line in the log, as on the screen.
+    assert "etl.run.output: rename users.name? [y/n] answer was y" in log_text

@@ -9,6 +9,7 @@ and the audit collection can never disagree.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -146,10 +147,15 @@ def _lanes(audit: dict[str, Any]) -> list[dict[str, Any]]:
     return lanes
 
 
+@functools.lru_cache(maxsize=1)
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined)
+    return env.from_string(_TEMPLATE)
+
+
 def render_report(audit: dict[str, Any], redact: Redactor | None = None,
                   now: datetime | None = None) -> str:
     """The report's HTML for one audit record."""
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined)
     collections = sorted((audit.get("collections") or {}).items())
     count_columns = sorted({k for _, counts in collections for k in counts},
                            key=lambda k: (k not in ("rows", "documents"), k))
@@ -165,7 +171,7 @@ def render_report(audit: dict[str, Any], redact: Redactor | None = None,
         ok = validation.get("ok")
         verdict = "passed" if ok is True else "FAILED" if ok is False else "unknown"
         validation_text = f"{verdict} ({validation.get('report', '')})"
-    html = env.from_string(_TEMPLATE).render(
+    html = _template().render(
         a=audit, lanes=_lanes(audit), collections=collections, count_columns=count_columns,
         changes=changes, impact_columns=IMPACT_COLUMNS, validation=validation_text,
         colour=lambda status: STATUS_COLOURS.get(status or "", "#9e9e9e"),
