@@ -169,3 +169,12 @@ def test_manifest_is_uploaded_last(env):
     listed = json.loads((folder / "manifest.json").read_text())["collections"]
     names = {k.rsplit("/", 1)[1].split(".")[0] for k in objects(client, bucket)} - {"manifest"}
     assert names == set(listed)
+
+
+def test_the_manifest_version_names_the_prefix(env, dump_folder):
+    client, bucket, folder = env
+    dump_folder(folder, data(), manifest={"database": DB, "version": "0123456789abcdef"})
+    assert push(load_config()).prefix == f"exports/{DB}/0123456789abcdef/"
+    dump_folder(folder, data(), manifest={"database": DB, "version": "../x"})
+    with pytest.raises(PushError, match="manifest version '../x' cannot name an S3 prefix"):
+        push(load_config())

@@ -4,10 +4,11 @@ What goes up: each `<collection>.bson` gzipped as `<collection>.bson.gz`, each
 `<collection>.metadata.json`, and `manifest.json` last, so a reader that finds the manifest
 finds everything it lists.
 
-The version is a content id: the first 16 hex digits of the sha256 of the sorted
-"<file> <sha256>" lines of the collection files. The same data always lands under the same
-prefix, whatever the run, so a second push of an unchanged export uploads nothing; any changed
-document gives a new prefix and the old export stays readable.
+The version is the manifest's `version` (the transform's content hash of the manifest body,
+timestamps excluded); a manifest without one gets a content id instead, the first 16 hex
+digits of the sha256 of the sorted "<file> <sha256>" lines of the collection files. Either way
+the same export always lands under the same prefix, so a second push of an unchanged export
+uploads nothing, and a changed one gets a new prefix while the old export stays readable.
 
 Every object carries `sha256` (of the bytes stored) and `content-sha256` (of the uncompressed
 file) in its metadata. An object whose `content-sha256` already matches is skipped. After
@@ -19,6 +20,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -70,9 +72,8 @@ class PushResult:
         return f"s3://{self.bucket}/{self.prefix}"
 
 
-def export_files(folder: Path) -> list[ExportFile]:
+def export_files(folder: Path, manifest: dict) -> list[ExportFile]:
     """The files to push, checked against the manifest's sha256 (a corrupt export stays local)."""
-    manifest = read_manifest(folder)
     entries = manifest_collections(manifest)
     files: list[ExportFile] = []
     for name, entry in sorted(entries.items()):
@@ -94,7 +95,17 @@ def export_files(folder: Path) -> list[ExportFile]:
     return files
 
 
-def export_version(files: list[ExportFile]) -> str:
+VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def export_version(manifest: dict, files: list[ExportFile]) -> str:
+    """The manifest's version, else a content id of the files (see the module docstring)."""
+    if manifest.get("version") is not None:
+        version = str(manifest["version"])
+        if not VERSION_RE.fullmatch(version):
+            raise PushError(f"manifest version {version[:40]!r} cannot name an S3 prefix",
+                            hint="rerun `make transform`")
+        return version
     lines = sorted(f"{f.path.name} {f.content_sha256}" for f in files if f.name != "manifest.json")
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
@@ -174,8 +185,9 @@ def push(cfg: Config, db: str | None = None, *, folder: Path | None = None,
 
     db = check_db_name(db or cfg["MONGO_DB_NAME"])
     folder = folder or paths.transformed / db
-    files = export_files(folder)
-    version = export_version(files)
+    manifest = read_manifest(folder)
+    files = export_files(folder, manifest)
+    version = export_version(manifest, files)
     bucket = cfg["S3_BUCKET"]
     result = PushResult(bucket, f"{cfg['S3_PREFIX']}{db}/{version}/", version)
     config = transfer_config or TransferConfig(multipart_threshold=MULTIPART_THRESHOLD,
