@@ -67,7 +67,7 @@ def test_every_schema_is_valid_draft_2020_12(schemas):
         Draft202012Validator.check_schema(schema)
         assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
         assert schema["x-collection"] == name
-        assert schema["required"] == list(schema["properties"])
+        assert schema["required"] == [p for p in schema["properties"] if not p.endswith(("__old", "__archived"))]
 
 
 def test_every_property_says_its_bson_type(schemas):
@@ -237,3 +237,31 @@ def test_domain_regex_is_translated_for_json_schema(schemas):
     email = {"type": "string", "pattern": schemas["users"]["properties"]["email"]["pattern"]}
     assert _validator(email).is_valid("omar.rossi1@mediatool.example")
     assert not _validator(email).is_valid("omar rossi@mediatool.example")
+
+
+def test_canonical_command_applies_recorded_decisions(root):
+    (root / "schemas" / "decisions.yaml").write_text(
+        "format_version: 1\n"
+        "decisions:\n"
+        "  c-0123456789ab:\n"
+        "    kind: column_type_changed\n"
+        "    table: public.line_items\n"
+        "    column: rate\n"
+        "    strategy: cast\n"
+        "    on_failure: keep_old\n"
+        "    decided_by: alice\n"
+        "    decided_at: '2026-11-26T10:00:00Z'\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["canonical"])
+    assert result.exit_code == 0, result.output
+    mapping = json.loads((root / "schemas" / "mapping.json").read_text())
+    rate = next(f for f in mapping["collections"]["line_items"]["fields"] if f["column"] == "rate")
+    assert rate["cast"] == {"strategy": "cast", "on_failure": "keep_old"} and rate["archive_as"] == "rate__old"
+    schema = json.loads((root / "schemas" / "collections" / "line_items.schema.json").read_text())
+    assert "rate__old" in schema["properties"] and "rate__old" not in schema["required"]
+
+
+def test_canonical_command_malformed_decisions_is_one_line(root):
+    (root / "schemas" / "decisions.yaml").write_text("format_version: 1\ndecisions: [\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["canonical"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: decisions.yaml:") and len(result.output.strip().splitlines()) == 1

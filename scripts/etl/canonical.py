@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from etl.cli import config_options
-from etl.errors import DecisionError, SnapshotError
+from etl.errors import SnapshotError
 from etl.fsutil import content_hash, read_json, write_json_if_changed
 from etl.mapping import build_mapping, write_mapping
 from etl.paths import paths
@@ -178,14 +177,16 @@ def collection_schema(name: str, spec: dict[str, Any],
     $ref, and one self-contained file per collection keeps the generators simple."""
     fields = spec["fields"]
     props: dict[str, Any] = {"_id": _id_schema(spec["id"], fields)}
+    required = ["_id"]
     for field in fields:
         if field["name"] == "_id":
             continue
         props[field["name"]] = field_schema(field)
+        required.append(field["name"])
         if field.get("archive_as"):
+            # Present only where a value failed its cast: optional, and of any type.
             props[field["archive_as"]] = {"description": f"previous value of {field['name']} that "
                                                          f"did not cast to {field['pg_type']}"}
-    required = list(props)
     for calc in spec.get("calculated") or []:
         schema = _value_schema(calc["bson"], None, "", None, {}, None)
         if calc.get("round"):
@@ -259,15 +260,12 @@ def load_accepted(path: Path | None = None) -> dict[str, Any]:
 
 
 def load_decisions(path: Path | None = None) -> dict[str, Any]:
-    """The recorded decisions as plain data; a missing file means none."""
-    path = path or paths.schemas / "decisions.yaml"
-    if not path.is_file():
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise DecisionError(f"{path.name} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    return data or {}
+    """The recorded decisions as plain data (validated by etl.decisions, which owns the file's
+    format); a missing file means none."""
+    from etl.decisions import load_decisions as load_recorded
+
+    recorded = load_recorded(path or paths.schemas / "decisions.yaml")
+    return {"format_version": 1, "decisions": recorded.entries}
 
 
 def write_canonical(mapping: dict[str, Any], out_dir: Path | None = None,
