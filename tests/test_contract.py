@@ -249,3 +249,26 @@ def test_index_differences_are_named():
     actual["other"] = {"key": [("b", 1)], "partialFilterExpression": {"b": {"$type": "string"}}}
     del actual["c_-1"]
     assert contract.index_problems(expected, actual) == []
+
+
+def test_an_unreachable_server_is_one_line_without_the_password(target, monkeypatch):
+    from etl.services import free_port
+
+    monkeypatch.setenv("MONGO_URI", f"mongodb://etl:s3cret-pw@127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=200")
+    result = run_test_data()
+    assert result.exit_code == 1
+    assert len(result.output.splitlines()) == 1
+    assert result.output.startswith("Error: MongoDB at mongodb://etl:***@127.0.0.1:")
+    assert "s3cret-pw" not in result.output
+
+
+def test_errors_without_failures_are_not_a_verdict_on_the_data(tmp_path):
+    errors = contract.ContractRun(returncode=1, output="E   boom\n== 2 errors in 0.5s ==\n", database="d",
+                                  tests_dir=tmp_path)
+    with pytest.raises(contract.EtlError, match="could not run for database d: 2 errors in 0.5s") as info:
+        errors.raise_for_status()
+    assert info.value.exit_code == 1
+    failed = contract.ContractRun(returncode=1, output="== 1 failed, 1 error in 0.5s ==\n", database="d",
+                                  tests_dir=tmp_path)
+    with pytest.raises(contract.ValidationFailed, match="failed for database d: 1 failed, 1 error"):
+        failed.raise_for_status()
