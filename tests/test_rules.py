@@ -61,6 +61,8 @@ def test_missing_file_means_default_mapping(tmp_path):
      r"rules.yaml:5: collections.a.calculated.x: does not parse"),
     ("version: 1\ncollections:\n  a:\n    calculated:\n      x: {expression: '__import__(\"os\")'}\n",
      r"collections.a.calculated.x: unknown function __import__\(\)"),
+    ("version: 1\ncollections:\n  a:\n    calculated:\n      x: {expression: 'spend / (0)'}\n",
+     r"rules.yaml:5: collections.a.calculated.x: divides by zero: 'spend / 0'"),
     ("version: 1\ncollections:\n  a:\n    embed:\n      - {collection: b}\n",
      r"rules.yaml:5: collections.a.embed.0: 'foreign_key' is a required property"),
     ("version: 1\ncollections: [oops\n", r"rules.yaml:\d+: not valid YAML"),

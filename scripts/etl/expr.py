@@ -171,6 +171,8 @@ class Expression:
 
             return lookup
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            if isinstance(node.op, (ast.Div, ast.FloorDiv, ast.Mod)) and _is_zero(node.right):
+                raise ExpressionError(f"divides by zero: {ast.unparse(node)!r}")
             for side in (node.left, node.right):
                 if isinstance(side, ast.Name) and side.id not in ("null", "None", "true", "True",
                                                                   "false", "False"):
@@ -211,6 +213,14 @@ class Expression:
             return lambda row: fn(*(a(row) for a in args))
         raise ExpressionError(f"{type(node).__name__.lower()} is not allowed in an expression "
                               f"({ast.unparse(node)!r})")
+
+
+def _is_zero(node: ast.AST) -> bool:
+    """A literal zero divisor (`x / 0`, `x / -0.0`): an error in the rule, not in the data."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        node = node.operand
+    return isinstance(node, ast.Constant) and not isinstance(node.value, bool) \
+        and isinstance(node.value, (int, float)) and node.value == 0
 
 
 def _and(parts: list[_Fn], row: Row) -> Any:
