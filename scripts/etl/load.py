@@ -1,0 +1,314 @@
+"""`etl load`: the transformed documents into MongoDB, after a backup.
+
+* full (default): every collection is loaded into a staging collection
+  `<name>__staging_<runid>` (ETL_BATCH_SIZE documents per insert), its validator and indexes
+  are built there and its count checked; only when every staging collection is complete is
+  each one renamed over the live one (`renameCollection … dropTarget`). Readers see the old
+  or the new collection, never a partial one; a failure before the swaps drops the staging
+  collections and leaves the old data untouched.
+* incremental: upsert by `_id` (ReplaceOne, upsert), so documents that exist only in MongoDB
+  (local test data) stay; `--prune` removes the documents whose rows are gone. Collections of
+  tables without a primary key have no stable `_id` and are always loaded in full.
+* `--drop-database` (the seed's "Full refresh"): after the staging collections are complete,
+  every other collection of the database is dropped, then the swaps run. Needs `--yes`.
+* `--db NAME` loads a parallel database (`bravo-1-20250628`); the main one is not touched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import bson
+import click
+
+from etl.bsondump import CODEC, index_specs, iter_batches, read_manifest, read_metadata, verify
+from etl.cli import config_options
+from etl.config import Config
+from etl.errors import BackupError, LoadError
+from etl.fsutil import write_atomic
+from etl.mongo import check_db_name, connect
+from etl.paths import paths
+from etl.progress import Progress
+
+log = logging.getLogger("etl.load")
+
+MODES = ("full", "incremental")
+
+
+@dataclass
+class LoadResult:
+    database: str
+    mode: str
+    backup_version: str | None
+    counts: dict[str, int] = field(default_factory=dict)
+    pruned: dict[str, int] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class _Inserter:
+    """insert_many of raw BSON batches; a client that refuses raw documents (some stand-ins
+    accept only dicts) gets them decoded, from the first refused batch on."""
+
+    def __init__(self):
+        self.decode = False
+
+    def insert(self, coll, batch: list) -> None:
+        if not self.decode:
+            try:
+                insert_batch(coll, batch)
+                return
+            except TypeError as exc:
+                log.info("the MongoDB client refuses raw BSON documents (%s); decoding batches", exc)
+                self.decode = True
+        insert_batch(coll, [bson.decode(d.raw, codec_options=CODEC) for d in batch])
+
+
+def insert_batch(coll, docs: list) -> None:
+    """One batch into `coll` (ordered: a failure stops at the failing document)."""
+    coll.insert_many(docs, ordered=True)
+
+
+def _create_staging(mdb, name: str, staging: str, meta: dict[str, Any], schema: dict[str, Any] | None,
+                    cfg: Config, notes: list[str]) -> None:
+    from pymongo.errors import CollectionInvalid, PyMongoError
+
+    if schema is not None:
+        from etl.mongo_schema import apply_validator
+
+        outcome = apply_validator(mdb, staging, schema, strict=cfg["ETL_SCHEMA_STRICT_MODE"],
+                                  allow_unsupported=cfg["ETL_MONGO_ALLOW_NO_COLLMOD"])
+        if outcome.action == "unsupported":
+            notes.append(f"{name}: no validator ({outcome.reason})")
+        return
+    options = {k: v for k, v in (meta.get("options") or {}).items() if k not in ("uuid",)}
+    try:
+        mdb.create_collection(staging, **options)
+    except CollectionInvalid:
+        pass
+    except (PyMongoError, NotImplementedError) as exc:
+        if not cfg["ETL_MONGO_ALLOW_NO_COLLMOD"]:
+            raise LoadError(f"the server refused to create {name} with its options "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
+                            hint="set ETL_MONGO_ALLOW_NO_COLLMOD=true to load without the validator") from None
+        notes.append(f"{name}: created without its options/validator: {str(exc).splitlines()[0][:120]}")
+        try:
+            mdb.create_collection(staging)
+        except (CollectionInvalid, PyMongoError, NotImplementedError):
+            pass
+
+
+def _create_indexes(coll, meta: dict[str, Any]) -> None:
+    from pymongo import IndexModel
+
+    models = []
+    for spec in index_specs(meta):
+        kwargs = {k: v for k, v in spec.items() if k != "keys"}
+        models.append(IndexModel(spec["keys"], **kwargs))
+    if models:
+        coll.create_indexes(models)
+
+
+def _schemas() -> dict[str, dict[str, Any]]:
+    try:
+        from etl.canonical import read_canonical
+
+        return read_canonical()
+    except Exception:  # noqa: BLE001 - no canonical schemas yet: the metadata's options are used
+        return {}
+
+
+def load(cfg: Config, db: str | None = None, *, source: str | None = None, mode: str = "full",
+         prune: bool = False, drop_database: bool = False, collections: list[str] | None = None,
+         backup: bool | None = None, echo: Callable[[str], None] | None = None) -> LoadResult:
+    """Load `data/transformed/<source>/` (default: the target's own folder) into database `db`."""
+    from pymongo.errors import PyMongoError
+
+    echo = echo or (lambda _m: None)
+    start = time.perf_counter()
+    db = check_db_name(db or cfg["MONGO_DB_NAME"])
+    source = check_db_name(source or db)
+    if mode not in MODES:
+        raise LoadError(f"unknown load mode {mode!r}: full or incremental")
+    folder = paths.transformed / source
+    try:
+        manifest = read_manifest(folder)
+        verify(folder, manifest)
+    except BackupError as exc:
+        raise LoadError(f"transformed data for {source}: {exc}", hint="run `make transform` first") from None
+    entries: dict[str, Any] = manifest.get("collections") or {}
+    names = sorted(collections or entries)
+    missing = [n for n in names if n not in entries]
+    if missing:
+        raise LoadError(f"{missing[0]} is not in {folder / 'manifest.json'}")
+    if db != cfg["MONGO_DB_NAME"] and db not in cfg["MONGO_PARALLEL_DBS"]:
+        echo(f"note: {db} is neither MONGO_DB_NAME nor listed in MONGO_PARALLEL_DBS")
+    batch_size = cfg["ETL_BATCH_SIZE"]
+    backup = cfg["MONGO_BACKUP_BEFORE_LOAD"] if backup is None else backup
+    result = LoadResult(db, mode, None)
+    client = connect(cfg["MONGO_URI"])
+    try:
+        mdb = client[db]
+        existing = set(mdb.list_collection_names())
+        doomed = sorted(n for n in existing if drop_database and n not in names and not n.startswith("system."))
+        if backup:
+            from etl.backup import take_backup
+
+            result.backup_version = take_backup(cfg, db, sorted(set(names) | set(doomed)),
+                                                reason=f"before {mode} load", client=client)
+            if result.backup_version:
+                echo(f"backup {result.backup_version} of {db} taken")
+        full = [n for n in names if mode == "full" or entries[n].get("id") == "none"]
+        incremental = [n for n in names if n not in full]
+        for n in full:
+            if mode == "incremental":
+                result.notes.append(f"{n}: no primary key, loaded in full")
+        if full:
+            _load_full(cfg, mdb, folder, full, entries, batch_size, doomed, result, echo)
+        for n in incremental:
+            _load_incremental(mdb, folder, n, entries[n], batch_size, prune, result, echo)
+    except PyMongoError as exc:
+        raise LoadError(f"MongoDB refused the load of {db}: {type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:200]}") from None
+    finally:
+        client.close()
+    result.seconds = time.perf_counter() - start
+    _stamp(db, manifest, result)
+    return result
+
+
+def _load_full(cfg: Config, mdb, folder: Path, names: list[str], entries: dict[str, Any], batch_size: int,
+               doomed: list[str], result: LoadResult, echo: Callable[[str], None]) -> None:
+    from pymongo.errors import OperationFailure, PyMongoError
+
+    run_id = uuid.uuid4().hex[:8]
+    staging = {n: f"{n}__staging_{run_id}" for n in names}
+    schemas = _schemas()
+    inserter = _Inserter()
+    try:
+        for n in names:
+            meta = read_metadata(folder / f"{n}.metadata.json")
+            _create_staging(mdb, n, staging[n], meta, schemas.get(n), cfg, result.notes)
+            coll = mdb[staging[n]]
+            want = int(entries[n]["count"])
+            with Progress(f"load {mdb.name}.{n}", total=want, unit="docs") as bar:
+                for batch in iter_batches(folder / f"{n}.bson", batch_size):
+                    inserter.insert(coll, batch)
+                    bar.advance(len(batch))
+            _create_indexes(coll, meta)
+            have = coll.count_documents({})
+            if have != want:
+                raise LoadError(f"{n}: staging holds {have} documents, the manifest says {want}")
+            result.counts[n] = have
+    except BaseException as exc:
+        _drop_all(mdb, staging.values())
+        if isinstance(exc, LoadError):
+            raise LoadError(f"{exc} (old collections untouched, staging dropped)") from None
+        if isinstance(exc, PyMongoError):
+            raise LoadError(f"loading {mdb.name} failed before any swap: {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:200]} (old collections untouched, staging dropped)") from None
+        raise
+    for n in doomed:
+        mdb.drop_collection(n)
+        result.dropped.append(n)
+    swapped: list[str] = []
+    for n in names:
+        try:
+            mdb[staging[n]].rename(n, dropTarget=True)
+            swapped.append(n)
+        except (OperationFailure, PyMongoError, NotImplementedError) as exc:
+            _drop_all(mdb, [staging[m] for m in names if m not in swapped])
+            done = f"; already swapped: {', '.join(swapped)}" if swapped else ""
+            raise LoadError(f"the server refused renameCollection {staging[n]} -> {n} with dropTarget "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]}){done}",
+                            hint="a server without renameCollection cannot do an atomic full load; "
+                                 "use --mode incremental") from None
+        echo(f"{n}: {result.counts[n]} documents swapped in")
+
+
+def _drop_all(mdb, names) -> None:
+    for name in names:
+        try:
+            mdb.drop_collection(name)
+        except Exception as exc:  # noqa: BLE001 - best effort while reporting the first error
+            log.warning("could not drop staging collection %s: %s", name, exc)
+
+
+def _load_incremental(mdb, folder: Path, name: str, entry: dict[str, Any], batch_size: int, prune: bool,
+                      result: LoadResult, echo: Callable[[str], None]) -> None:
+    from pymongo import ReplaceOne
+
+    meta = read_metadata(folder / f"{name}.metadata.json")
+    coll = mdb[name]
+    seen: set[bytes] = set()
+    upserted = 0
+    with Progress(f"upsert {mdb.name}.{name}", total=int(entry["count"]), unit="docs") as bar:
+        for batch in iter_batches(folder / f"{name}.bson", batch_size):
+            docs = [bson.decode(d.raw, codec_options=CODEC) for d in batch]
+            if prune:
+                seen.update(bson.encode({"_id": d["_id"]}) for d in docs)
+            coll.bulk_write([ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs], ordered=False)
+            upserted += len(docs)
+            bar.advance(len(docs))
+    _create_indexes(coll, meta)
+    result.counts[name] = upserted
+    if prune:
+        gone = [doc["_id"] for doc in coll.find({}, {"_id": 1})
+                if bson.encode({"_id": doc["_id"]}) not in seen]
+        for i in range(0, len(gone), batch_size):
+            coll.delete_many({"_id": {"$in": gone[i:i + batch_size]}})
+        result.pruned[name] = len(gone)
+    echo(f"{name}: {upserted} documents upserted" + (f", {result.pruned[name]} pruned" if prune else ""))
+
+
+def _stamp(db: str, manifest: dict[str, Any], result: LoadResult) -> None:
+    """`.make/<db>/load.stamp`: what was loaded, and the backup taken before (validate and
+    rollback read `backup_version`)."""
+    body = {"database": db, "mode": result.mode, "backup_version": result.backup_version,
+            "transform_version": manifest.get("version"), "counts": result.counts, "pruned": result.pruned,
+            "dropped": result.dropped, "notes": result.notes,
+            "loaded_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    write_atomic(paths.make_stamps / db / "load.stamp", json.dumps(body, indent=2, sort_keys=True) + "\n")
+
+
+@click.command("load")
+@click.option("--db", "db", help="Target database (default MONGO_DB_NAME); another name loads a parallel database.")
+@click.option("--from", "source", help="Folder data/transformed/<name>/ to load (default: the target's own).")
+@click.option("--mode", type=click.Choice(MODES), default="full", show_default=True,
+              help="full: staging + atomic swap; incremental: upsert by _id, local-only documents kept.")
+@click.option("--prune", is_flag=True, help="incremental: remove documents whose rows are gone.")
+@click.option("--drop-database", is_flag=True, help="Full refresh: drop every other collection of the database.")
+@click.option("--collection", "collections", multiple=True, help="Only this collection (repeatable).")
+@click.option("--no-backup", is_flag=True, help="Skip the backup even when MONGO_BACKUP_BEFORE_LOAD is true.")
+@click.option("--yes", is_flag=True, help="Confirm a destructive option (--drop-database, --prune).")
+@config_options
+def load_cmd(cfg: Config, db: str | None, source: str | None, mode: str, prune: bool, drop_database: bool,
+             collections: tuple[str, ...], no_backup: bool, yes: bool):
+    """Load data/transformed/<db>/ into MongoDB, after a backup (MONGO_BACKUP_BEFORE_LOAD).
+
+    Example: etl load --db bravo-1-20250628 --from bravo-1
+    """
+    target = check_db_name(db or cfg["MONGO_DB_NAME"])
+    if prune and mode != "incremental":
+        raise LoadError("--prune applies to --mode incremental (a full load replaces every collection)")
+    if (drop_database or prune) and not yes:
+        what = (f"drop every collection of {target} that the load does not bring"
+                if drop_database else f"delete the documents of {target} whose rows are gone, local-only ones included")
+        raise LoadError(f"this would {what}", hint="add --yes to go ahead")
+    result = load(cfg, target, source=source, mode=mode, prune=prune, drop_database=drop_database,
+                  collections=list(collections) or None, backup=False if no_backup else None,
+                  echo=lambda m: click.echo(m, err=True))
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    total = sum(result.counts.values())
+    click.echo(f"loaded {total} documents into {len(result.counts)} collections of {target} ({mode}) in "
+               f"{result.seconds:.1f}s" + (f"; backup {result.backup_version}" if result.backup_version else "")
+               + (f"; dropped {', '.join(result.dropped)}" if result.dropped else ""))
