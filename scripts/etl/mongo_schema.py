@@ -325,11 +325,12 @@ def mongo_schema_cmd(cfg, db_name: str | None):
         counts[o.action] = counts.get(o.action, 0) + 1
         idx = o.indexes
         changes = [f"+{n}" for n in idx.get("created", [])] + [f"-{n}" for n in idx.get("dropped", [])]
-        if o.action != "unchanged" or changes:
-            line = f"  {o.collection}: validator {o.action}"
+        # Unsupported validators are said once below, not once per collection.
+        if o.action in ("created", "modified") or changes:
+            parts = [f"validator {o.action}"] if o.action in ("created", "modified") else []
             if changes:
-                line += f"; indexes {' '.join(changes)}"
-            click.echo(line)
+                parts.append(f"indexes {' '.join(changes)}")
+            click.echo(f"  {o.collection}: {'; '.join(parts)}")
     unsupported = [o for o in outcomes if o.action == "unsupported"]
     if unsupported:
         click.echo(f"Warning: this server does not enforce validators ({unsupported[0].reason}); "
