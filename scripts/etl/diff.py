@@ -458,6 +458,8 @@ def diff_snapshots(old: Snapshot, new: Snapshot) -> list[Change]:
 
     for oname, nname in [(n, n) for n in sorted(set(ot) & set(nt))] + pairs:
         o, n = ot[oname], nt[nname]
+        if o == n:  # most tables, most nights
+            continue
         column_changes = _diff_columns(nname, o, n, old, new)
         new_columns = {c["column"] for c in column_changes if c["kind"] == "column_added"}
         new_columns |= {c["to"]["name"] for c in column_changes if c["kind"] == "column_renamed"}
@@ -491,7 +493,8 @@ def _diff_types(old: Snapshot, new: Snapshot) -> list[Change]:
         gone = [v for v in before if v not in after]
         came = [v for v in after if v not in before]
         # Columns that only start or stop using the enum are reported as their own change.
-        users = [u for u in _users_of(enum, new) if u in set(_users_of(enum, old))] or [(None, None)]
+        used_before = set(_users_of(enum, old))
+        users = [u for u in _users_of(enum, new) if u in used_before] or [(None, None)]
         for value in gone:
             for table, column in users:
                 changes.append(_change("enum_value_removed", table, column, {"enum": enum, "value": value}, None,
@@ -507,7 +510,8 @@ def _diff_types(old: Snapshot, new: Snapshot) -> list[Change]:
         widening = (_widens(before["base_type"], after["base_type"], old, new)
                     and set(after["checks"]) <= set(before["checks"])
                     and (after["nullable"] or not before["nullable"]))
-        users = [u for u in _users_of(domain, new) if u in set(_users_of(domain, old))] or [(None, None)]
+        used_before = set(_users_of(domain, old))
+        users = [u for u in _users_of(domain, new) if u in used_before] or [(None, None)]
         for table, column in users:
             changes.append(_change("domain_changed", table, column, dict(before, domain=domain),
                                    dict(after, domain=domain),
