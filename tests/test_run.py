@@ -285,6 +285,7 @@ def test_no_secret_in_log_audit_report_or_console(root, monkeypatch, mongo_db):
         assert mongo_secret not in text, where
     if not os.environ.get("MONGO_TEST_URI"):
         assert "audit record not written to MongoDB" in texts["console"]
+        assert any("audit record not written to MongoDB" in n for n in json.loads(texts["audit"])["notes"])
 
 
 def test_cloudwatch_events_land_in_moto(root, monkeypatch, s3_server):
@@ -384,3 +385,16 @@ def test_interactive_run_shows_a_prompt_without_newline_and_passes_the_answer(ro
     log_text = (root / "logs" / "etl" / f"{only_run_id(root)}.log").read_text()
     # The prompt and what followed it are one line in the log, as on the screen.
     assert "etl.run.output: rename users.name? [y/n] answer was y" in log_text
+
+
+def test_bookkeeping_failures_do_not_hide_the_pipeline_exit_code(root):
+    # `reports` is a file, so the report cannot be written; a garbled stage line is skipped.
+    (root / "reports").write_text("not a folder")
+    write_makefile(root, ["echo '{garbled' >> $$ETL_ROOT/.run/runs/$$ETL_RUN_ID/stages.jsonl",
+                          stage_line("validate", "invalid")])
+    result = invoke()
+    assert result.exit_code == 4, result.output
+    assert "note: report not written" in result.output
+    audit = audit_in_mongo(os.environ["MONGO_DB_NAME"], only_run_id(root))
+    assert audit["status"] == "invalid" and [s["name"] for s in audit["stages"]] == ["validate"]
+    assert any(n.startswith("report not written") for n in audit["notes"])

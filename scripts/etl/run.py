@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TextIO
@@ -111,7 +112,8 @@ def check_options(opts: RunOptions, stdin_tty: bool) -> None:
 def make_command(opts: RunOptions, root: Path) -> list[str]:
     make = shutil.which("make")
     if make is None:
-        raise RunError("make is not installed", hint="apt-get install make, or run the stages one by one: etl acquire, etl restore, …")
+        raise RunError("make is not installed",
+                       hint="apt-get install make, or run the stages one by one: etl acquire, etl restore, …")
     makefile = root / "Makefile"
     if not makefile.is_file():
         raise RunError(f"no Makefile in {root}", hint="run from the project, or set ETL_ROOT")
@@ -240,7 +242,8 @@ def _run_and_close(cfg: Config, run: runlog.Run, opts: RunOptions, cmd: list[str
 
     error: str | None = None
     interrupted = False
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted) if in_main_thread else None
     try:
         log.info("running: %s", " ".join(cmd))
         try:
@@ -259,7 +262,8 @@ def _run_and_close(cfg: Config, run: runlog.Run, opts: RunOptions, cmd: list[str
         log.info("pipeline finished: make exit %s, run exit %s", make_rc, code)
         return code, close_run(cfg, run, code, error, interrupted, console)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _last_error_line(output: list[str]) -> str | None:
@@ -280,33 +284,40 @@ def close_run(cfg: Config, run: runlog.Run, code: int, error: str | None, interr
     a broken report must not hide the run's real exit code."""
     from etl.report import write_report
 
-    audit = runlog.build_audit(run, cfg, code, error)
-    if interrupted:
-        audit["status"] = "interrupted"
     try:
-        write_report(audit, run.redact)
-    except Exception as exc:  # noqa: BLE001
-        _note(run, audit, f"report not written: {type(exc).__name__}: {exc}")
-    try:
-        stream = runlog.push_cloudwatch(cfg, run, audit)
-        if stream:
-            audit["cloudwatch"] = {"group": cfg["CLOUDWATCH_LOG_GROUP"], "stream": stream}
-    except Exception as exc:  # noqa: BLE001
-        from etl.s3 import describe_error
+        try:
+            audit = runlog.build_audit(run, cfg, code, error)
+        except Exception as exc:  # noqa: BLE001 - a record without the facts beats no record
+            _note(run, f"run facts not collected: {type(exc).__name__}: {exc}")
+            audit = runlog.running_audit(run) | {
+                "status": runlog.status_for(code), "exit_code": code, "error": error,
+                "ended_at": runlog.iso(runlog.utcnow())}
+        if interrupted:
+            audit["status"] = "interrupted"
+        try:
+            write_report(audit, run.redact)
+        except Exception as exc:  # noqa: BLE001
+            _note(run, f"report not written: {type(exc).__name__}: {exc}")
+        try:
+            stream = runlog.push_cloudwatch(cfg, run, audit)
+            if stream:
+                audit["cloudwatch"] = {"group": cfg["CLOUDWATCH_LOG_GROUP"], "stream": stream}
+        except Exception as exc:  # noqa: BLE001
+            from etl.s3 import describe_error
 
-        _note(run, audit, f"CloudWatch not reached: {describe_error(exc)}")
-    audit["notes"] = list(run.notes)
-    runlog.save_audit(cfg, audit, run)
-    audit["notes"] = list(run.notes)
-    for line in summary_lines(audit):
-        click.echo(line, file=console)
-        if line:
-            log.info("%s", line)
-    runlog.finish_run(run)
-    return audit
+            _note(run, f"CloudWatch not reached: {describe_error(exc)}")
+        audit["notes"] = list(run.notes)
+        runlog.save_audit(cfg, audit, run)
+        for line in summary_lines(audit):
+            click.echo(line, file=console)
+            if line:
+                log.info("%s", line)
+        return audit
+    finally:
+        runlog.finish_run(run)
 
 
-def _note(run: runlog.Run, audit: dict[str, Any], note: str) -> None:
+def _note(run: runlog.Run, note: str) -> None:
     note = run.redact(note)
     log.warning(note)
     run.notes.append(note)
@@ -376,7 +387,8 @@ def summary_lines(audit: dict[str, Any]) -> list[str]:
 @click.option("--key", help="A specific S3 object key to acquire.")
 @click.option("--db", help="Target MongoDB database (MONGO_DB_NAME), e.g. a parallel bravo-1-20261126.")
 @click.option("--interactive", is_flag=True, help="Ask at the terminal about breaking changes.")
-@click.option("--yes-safe", is_flag=True, help="Apply safe changes without asking; review changes need recorded decisions.")
+@click.option("--yes-safe", is_flag=True,
+              help="Apply safe changes without asking; review changes need recorded decisions.")
 @click.option("--decisions", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A decisions file (YAML/JSON) to apply for this run.")
 @config_options

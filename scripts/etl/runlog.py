@@ -566,7 +566,8 @@ def _validation(db: str, since: datetime) -> dict[str, Any] | None:
 def save_audit(cfg: Config, audit: dict[str, Any], run: Run) -> None:
     """Write the record to `.run/runs/<id>/audit.json`, then to MongoDB. A MongoDB that cannot be
     reached is noted (the run goes on and keeps its local copy), never fatal."""
-    write_atomic(run.dir / "audit.json", json.dumps(audit, indent=2, default=str) + "\n")
+    local = run.dir / "audit.json"
+    write_atomic(local, json.dumps(audit, indent=2, default=str) + "\n")
     try:
         write_audit_mongo(cfg, audit)
     except Exception as exc:  # noqa: BLE001 - any MongoDB failure: the local copy stands
@@ -574,6 +575,8 @@ def save_audit(cfg: Config, audit: dict[str, Any], run: Run) -> None:
         log.warning(note)
         if note not in run.notes:
             run.notes.append(note)
+        audit["notes"] = list(run.notes)
+        write_atomic(local, json.dumps(audit, indent=2, default=str) + "\n")
 
 
 def write_audit_mongo(cfg: Config, audit: dict[str, Any]) -> None:
