@@ -232,6 +232,18 @@ def test_canonical_command_without_accepted_schema(root):
     assert "Error: no accepted schema" in result.output and "etl decide" in result.output
 
 
+@pytest.mark.parametrize("text, ok", [
+    ("1234.50", True), ("-0", True), ("1E+3", True), ("0E-10", True), (".5", True), ("NaN", True),
+    ("-Infinity", True), ("12,5", False), ("1.2.3", False), ("", False), ("nan", False), ("+1", False),
+])
+def test_decimal_string_pattern(text, ok):
+    from decimal import Decimal
+
+    assert _validator({"type": "string", "pattern": DECIMAL_PATTERN}).is_valid(text) is ok
+    if ok:  # what the pattern accepts, Decimal reads back
+        Decimal(text)
+
+
 def test_domain_regex_is_translated_for_json_schema(schemas):
     # The sample's email domain uses [:space:], which only PostgreSQL and PCRE understand.
     email = {"type": "string", "pattern": schemas["users"]["properties"]["email"]["pattern"]}

@@ -33,8 +33,9 @@ DRAFT = "https://json-schema.org/draft/2020-12/schema"
 ID_BASE = "https://media-tool-etl.local/schemas/collections/"
 FORMAT_VERSION = 1
 
-# A decimal string as Decimal128 prints it: optional sign, digits, optional exponent.
-DECIMAL_PATTERN = r"^-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$"
+# A decimal string as Decimal128 prints it: optional sign, digits, optional exponent; NaN and
+# ±Infinity too, which PostgreSQL's numeric allows and the transform keeps.
+DECIMAL_PATTERN = r"^(-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?|NaN|-?Infinity)$"
 OBJECT_ID_PATTERN = r"^[0-9a-f]{24}$"
 NUMERIC_BSON = ("int", "long", "double", "decimal")
 _BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
