@@ -391,6 +391,16 @@ def test_node_absent_is_one_line_and_keeps_the_artifacts(built, tmp_path):
     assert snapshot(out) == before
 
 
+def test_current_artifacts_need_no_node(built, tmp_path):
+    root, out, _ = built
+    before = snapshot(out)
+    result = invoke(["generate", "--schemas", str(root / "schemas" / "collections"), "--out", str(out)],
+                    env={"ETL_NODE": str(tmp_path / "no-such-node"), "ETL_ROOT": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("Generated artifacts are current")
+    assert snapshot(out) == before
+
+
 def test_missing_node_package_names_it(tmp_path, monkeypatch, node_ready):
     # The driver outside the project cannot find node_modules, as on a machine without `npm ci`.
     driver = tmp_path / "generate.mjs"

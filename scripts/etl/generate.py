@@ -115,14 +115,15 @@ class GenerateResult:
 
 
 def _node_versions() -> dict[str, str]:
-    found = {}
-    for name in NODE_PACKAGES:
-        manifest = SOURCE_ROOT / "node_modules" / name / "package.json"
-        try:
-            found[name] = json.loads(manifest.read_text(encoding="utf-8"))["version"]
-        except (OSError, ValueError, KeyError):
-            found[name] = "missing"
-    return found
+    # From the committed lock file, not node_modules: whether the artifacts are current must
+    # not depend on Node being installed on the machine that asks (cron, CI).
+    try:
+        lock = json.loads((SOURCE_ROOT / "package-lock.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {name: "unlocked" for name in NODE_PACKAGES}
+    packages = lock.get("packages") or {}
+    return {name: str((packages.get(f"node_modules/{name}") or {}).get("version", "unlocked"))
+            for name in NODE_PACKAGES}
 
 
 def generator_versions() -> dict[str, Any]:
