@@ -11,6 +11,7 @@ from bson import Decimal128, Int64
 from click.testing import CliRunner
 from pymongo.errors import DuplicateKeyError
 
+from etl.backup import take_backup
 from etl.cli import cli
 from etl.config import load_config
 from etl.errors import BackupError
@@ -114,7 +115,7 @@ def test_corrupt_backup_is_refused_before_mongodb_is_touched(env, dump_folder):
     data = bytearray((folder / "campaigns.bson").read_bytes())
     data[-3] ^= 0xFF
     (folder / "campaigns.bson").write_bytes(bytes(data))
-    with pytest.raises(BackupError, match="campaigns.bson does not match its manifest sha256"):
+    with pytest.raises(BackupError, match="campaigns.bson does not match the sha256 in its manifest"):
         rollback(load_config(), env[2], VERSION)
     assert connect(env[1])[env[2]].list_collection_names() == []
 
@@ -133,7 +134,6 @@ def test_restore_into_an_empty_database_reproduces_the_backup(env, dump_folder):
 
 
 def test_backup_load_rollback_restores_collections_indexes_and_validators(env, dump_folder):
-    backup = pytest.importorskip("etl.backup", reason="the rollback backs up the current state first")
     root, uri, db = env
     cfg = load_config()
     mdb = connect(uri)[db]
@@ -145,7 +145,7 @@ def test_backup_load_rollback_restores_collections_indexes_and_validators(env, d
     mdb["campaigns"].create_index([("name", 1)], name="name_1", unique=True)
     mdb["advertisers"].insert_many(docs(3, "adv"))
     before = state(uri, db)
-    version = backup.take_backup(cfg, db, ["advertisers", "campaigns"])
+    version = take_backup(cfg, db, ["advertisers", "campaigns"])
 
     # The next load: other documents, another index set, one collection more.
     mdb["campaigns"].drop()
@@ -166,3 +166,16 @@ def test_backup_load_rollback_restores_collections_indexes_and_validators(env, d
     assert result.pre_rollback_backup in [v["version"] for v in list_versions(db)]
     rollback(cfg, db, result.pre_rollback_backup)
     assert state(uri, db) == loaded
+
+
+def test_retention_during_the_pre_rollback_backup_cannot_remove_the_version(env, dump_folder, monkeypatch):
+    root, uri, db = env
+    make_backup(env, dump_folder)
+    connect(uri)[db]["campaigns"].insert_many(docs(4, "v2"))
+    monkeypatch.setenv("MONGO_BACKUP_RETENTION", "1")
+    result = rollback(load_config(), db, VERSION)
+    assert not (root / "backups" / db / VERSION).exists(), "pruned by the pre-rollback backup"
+    assert [v["version"] for v in list_versions(db)] == [result.pre_rollback_backup]
+    assert result.collections["campaigns"]["count"] == 20
+    assert connect(uri)[db]["campaigns"].count_documents({}) == 20
+    assert not [p for p in (root / "backups" / db).iterdir() if p.name.startswith(".")], "pinned copy removed"

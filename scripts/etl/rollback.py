@@ -18,30 +18,32 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import click
+from pymongo.errors import PyMongoError
 
+from etl.backup import VERSION_RE, take_backup
+from etl.bsondump import verify
 from etl.cli import config_options
 from etl.config import Config
-from etl.errors import BackupError, DatabaseError, EtlError
-from etl.fsutil import read_json, sha256_file
+from etl.errors import BackupError, DatabaseError
+from etl.fsutil import read_json
 from etl.mongo import check_db_name, connect
 from etl.paths import paths
 from etl.progress import Progress
-from etl.validate import (ManifestEntry, combine, doc_digest, iter_bson, manifest_collections,
+from etl.validate import (combine, doc_digest, iter_bson, manifest_collections,
                           read_docs, read_metadata)
 
 log = logging.getLogger("etl.rollback")
 
-VERSION_RE = re.compile(r"\d{4}-\d{2}-\d{2}-\d{3}")
-STAGING_PREFIX = "_rollback_"
+# etl.backup's take_backup skips "__staging_" collections, so an interrupted rollback's
+# leftovers never end up in a backup.
+STAGING_PREFIX = "__staging_rollback_"
 
 
 def check_version(version: str) -> str:
@@ -116,21 +118,6 @@ def list_versions(db: str | None = None) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------
 # Restoring
-
-
-def verify_files(folder: Path, entries: dict[str, ManifestEntry]) -> None:
-    """Every collection file present and matching the manifest's sha256."""
-    for name, entry in sorted(entries.items()):
-        for filename, want in ((f"{name}.bson", entry.sha256),
-                               (f"{name}.metadata.json", entry.metadata_sha256)):
-            path = folder / filename
-            if not path.is_file():
-                if filename.endswith(".bson") and entry.count:
-                    raise BackupError(f"backup {folder.name}: {filename} is missing")
-                continue
-            if want and sha256_file(path) != want:
-                raise BackupError(f"backup {folder.name}: {filename} does not match its manifest sha256 "
-                                  "(corrupt or modified)")
 
 
 def _pin(folder: Path) -> Path:
@@ -241,14 +228,7 @@ def _verify_restored(mdb, name: str, expected: dict) -> None:
 
 
 def _backup_current(cfg: Config, db: str, names: list[str]) -> str | None:
-    if not names:
-        return None
-    try:
-        from etl.backup import take_backup
-    except ImportError:
-        raise BackupError("cannot back up the current state first (etl.backup is missing); "
-                          "nothing was restored") from None
-    return take_backup(cfg, db, names)
+    return take_backup(cfg, db, names, reason="before rollback") if names else None
 
 
 @dataclass
@@ -268,7 +248,7 @@ def rollback(cfg: Config, db: str, version: str) -> RollbackResult:
     entries = manifest_collections(read_json(folder / "manifest.json"))
     if not entries:
         raise BackupError(f"backup {version} of {db} lists no collections")
-    verify_files(folder, entries)
+    verify(folder)
 
     pinned = _pin(folder)
     client = connect(cfg["MONGO_URI"])
@@ -280,16 +260,14 @@ def rollback(cfg: Config, db: str, version: str) -> RollbackResult:
             log.info("current state of %s backed up as %s", db, pre)
         result = RollbackResult(db, version, pre)
         result.untouched = sorted(n for n in existing - set(entries)
-                                  if not n.startswith(("system.", STAGING_PREFIX)))
+                                  if not n.startswith("system.") and "__staging_" not in n)
         for name in sorted(entries):
             expected = restore_collection(mdb, name, pinned, cfg["ETL_BATCH_SIZE"],
                                           cfg["ETL_MONGO_ALLOW_NO_COLLMOD"], result.warnings)
             _verify_restored(mdb, name, expected)
             result.collections[name] = expected
             log.info("%s: restored %d documents from %s", name, expected["count"], version)
-    except EtlError:
-        raise
-    except Exception as exc:  # pymongo's errors, raised as they come from the server
+    except PyMongoError as exc:  # the server went away or refused a write
         raise DatabaseError(f"rollback of {db} to {version} failed: {type(exc).__name__}: "
                             f"{str(exc)[:200]}", hint="collections already swapped stay restored; "
                             "rerun the rollback") from None
