@@ -257,12 +257,16 @@ def test_unsupported_validators_stop_unless_allowed(schemas):
     assert "flights" in db.list_collection_names()
 
 
-def test_staging_names(schemas):
-    db = connect(f"mongomock://staging-{uuid.uuid4().hex[:8]}")["db"]
-    apply_validators(db, {"flights": schemas["flights"]}, allow_unsupported=True,
-                     names={"flights": "flights__staging_1"})
+def test_staging_names(schemas, mongo_db):
+    uri, name = mongo_db
+    client = connect(uri)
+    db = client[name]
+    outcome = apply_validators(db, {"flights": schemas["flights"]}, allow_unsupported=True,
+                               names={"flights": "flights__staging_1"})[0]
+    assert outcome.collection == "flights__staging_1" and outcome.action in ("created", "unsupported")
     assert db.list_collection_names() == ["flights__staging_1"]
     assert {i["name"] for i in db["flights__staging_1"].list_indexes()} == {"_id_", "campaign_id_1"}
+    client.close()
 
 
 # ---- the command ----------------------------------------------------------------------------
