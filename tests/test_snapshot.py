@@ -182,3 +182,18 @@ def test_unreachable_database_is_one_line_without_the_password(project, monkeypa
 def test_missing_database_is_a_database_error(pg):
     with pytest.raises(DatabaseError, match="not reachable.*does not exist"):
         take_snapshot(pg.dsn("no_such_database_here"))
+
+
+def test_views_are_described_only_when_configured(pg, rich_db, project, monkeypatch):
+    snap = take_snapshot(pg.dsn(rich_db), load_views=["public.active"])
+    active = snap["tables"]["public.active"]
+    assert active["kind"] == "view" and active["primary_key"] is None
+    assert [c["name"] for c in active["columns"]][:3] == ["id", "status", "budget"]
+    assert "public.counts" not in snap["tables"] and set(snap["views"]) == {"public.active", "public.counts"}
+
+    monkeypatch.setenv("LOCAL_PG_DB", rich_db)
+    monkeypatch.setenv("ETL_LOAD_VIEWS", "public.active, public.nope")
+    result = CliRunner().invoke(cli, ["snapshot"])
+    assert result.exit_code == 1
+    assert result.output.strip() == (f"Error: ETL_LOAD_VIEWS names public.nope, which is not a view in {rich_db} "
+                                     "(use schema.name as the snapshot lists views)")

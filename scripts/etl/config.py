@@ -149,6 +149,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ETL_BATCH_SIZE", _parse_int(1), "10000", "documents per insert batch"),
     Setting("ETL_VALIDATE_AFTER_LOAD", _parse_bool, "true", "validate after every load"),
     Setting("ETL_SCHEMA_STRICT_MODE", _parse_bool, "false", "every schema change needs review"),
+    Setting("ETL_LOAD_VIEWS", _parse_list, "", "views loaded like tables (schema.name, comma-separated)"),
     Setting("ETL_DUMP_FILE", _parse_str, "", "dump path for --source file"),
     Setting("ETL_TRANSFORM_WORKERS", _parse_int(1), "2", "tables transformed in parallel"),
     Setting("ETL_VALIDATE_SAMPLE", _parse_int(0), "0", "documents checked per collection (0: all)"),

@@ -2,7 +2,8 @@
 
 The catalog queries live in `sql/catalog_*.sql`. The snapshot covers schemas, tables
 (partitioned tables as one table, their partitions folded in), columns, keys, constraints,
-indexes, enums and domains; views and materialized views are listed, not described. The hash
+indexes, enums and domains; views and materialized views are listed, and described like a
+table (columns, no keys) only when ETL_LOAD_VIEWS names them. The hash
 covers the database objects only (not the time it was taken), so "did the schema change?" is
 a hash comparison. Format: docs/architecture.md, "Schema snapshot".
 """
@@ -14,7 +15,7 @@ import logging
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import click
 
@@ -72,16 +73,20 @@ def _type_kind(typtype: str | None, typcategory: str | None) -> str:
     return _TYPE_KINDS.get(typtype or "", "base")
 
 
-def build_snapshot(rows: dict[str, list[dict[str, Any]]], database: str) -> dict[str, Any]:
-    """Assemble a snapshot from the catalog query results (pure: no database needed)."""
+def build_snapshot(rows: dict[str, list[dict[str, Any]]], database: str,
+                   load_views: Iterable[str] = ()) -> dict[str, Any]:
+    """Assemble a snapshot from the catalog query results (pure: no database needed).
+    Views are listed; those named in `load_views` are also described as tables (no keys)."""
     tables: dict[str, dict[str, Any]] = {}
     views: dict[str, dict[str, Any]] = {}
+    wanted = set(load_views)
     for r in rows["relations"]:
         qname = f"{r['schema']}.{r['name']}"
         kind = _REL_KINDS[r["relkind"]]
         if kind in ("view", "materialized_view"):
             views[qname] = {"kind": kind}
-            continue
+            if qname not in wanted:
+                continue
         tables[qname] = {"schema": r["schema"], "name": r["name"], "kind": kind, "comment": r["comment"],
                          "columns": [], "primary_key": None, "foreign_keys": [], "unique": [],
                          "checks": [], "exclusions": [], "indexes": [], "partitions": []}
@@ -134,6 +139,10 @@ def build_snapshot(rows: dict[str, list[dict[str, Any]]], database: str) -> dict
         if table is not None:
             table["partitions"].append({"name": f"{r['schema']}.{r['name']}", "bound": r["bound"]})
 
+    missing = sorted(wanted - set(views))
+    if missing:
+        raise SnapshotError(f"ETL_LOAD_VIEWS names {', '.join(missing)}, which is not a view in {database}",
+                            hint="use schema.name as the snapshot lists views")
     enums = {f"{r['schema']}.{r['name']}": list(r["values"]) for r in rows["enums"]}
     domains = {f"{r['schema']}.{r['name']}": {"base_type": r["base_type"], "nullable": r["nullable"],
                                               "default": r["default"], "checks": list(r["checks"] or [])}
@@ -144,9 +153,9 @@ def build_snapshot(rows: dict[str, list[dict[str, Any]]], database: str) -> dict
             "taken_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), **body}
 
 
-def take_snapshot(conninfo: str) -> dict[str, Any]:
+def take_snapshot(conninfo: str, *, load_views: Iterable[str] = ()) -> dict[str, Any]:
     """Introspect the database at `conninfo`; DatabaseError (one line, no password) if it
-    cannot be reached."""
+    cannot be reached. Views named in `load_views` (ETL_LOAD_VIEWS) are described as tables."""
     import psycopg
 
     where = _describe_conninfo(conninfo)
@@ -167,7 +176,7 @@ def take_snapshot(conninfo: str) -> dict[str, Any]:
                 database = conn.execute("SELECT current_database()").fetchone()[0]
     except psycopg.Error as exc:
         raise DatabaseError(f"reading the catalog of {where} failed: {str(exc).strip().splitlines()[0]}") from None
-    snap = build_snapshot(rows, database)
+    snap = build_snapshot(rows, database, load_views)
     log.info("snapshot of %s: %d tables, hash %s", where, len(snap["tables"]), snap["hash"][:12])
     return snap
 
@@ -241,7 +250,7 @@ def snapshot_cmd(cfg, dbname: str | None, out_dir: Path | None):
     """
     if dbname:
         cfg = cfg.with_overrides({"LOCAL_PG_DB": dbname})
-    snap = take_snapshot(cfg.pg_conninfo)
+    snap = take_snapshot(cfg.pg_conninfo, load_views=cfg["ETL_LOAD_VIEWS"])
     path, written = save_snapshot(snap, out_dir)
     counts = (f"{len(snap['tables'])} tables, {len(snap['enums'])} enums, {len(snap['domains'])} domains, "
               f"{len(snap['views'])} views")

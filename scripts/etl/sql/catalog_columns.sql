@@ -1,4 +1,5 @@
--- Columns of tables and partitioned tables (not partitions, not views).
+-- Columns of tables, partitioned tables, views and materialized views (not partitions); a
+-- view's columns are kept only when the view is configured to be loaded.
 -- format_type() is called with search_path = pg_catalog, so every user type comes out
 -- schema-qualified whatever the caller's search_path.
 SELECT n.nspname AS schema,
@@ -23,7 +24,7 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
 LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
-WHERE c.relkind IN ('r', 'p')
+WHERE c.relkind IN ('r', 'p', 'v', 'm')
   AND NOT c.relispartition
   AND a.attnum > 0
   AND NOT a.attisdropped
