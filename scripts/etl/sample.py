@@ -169,14 +169,17 @@ def sidecar_path(dump: Path) -> Path:
     return dump.with_name(dump.name + ".json")
 
 
+def _first_line(exc: BaseException) -> str:
+    return mask_uri((str(exc).strip().splitlines() or [type(exc).__name__])[0])
+
+
 def _connect(conninfo: str, what: str) -> psycopg.Connection:
     try:
         return psycopg.connect(conninfo, autocommit=True)
     except psycopg.OperationalError as exc:
         params = conninfo_to_dict(conninfo)
         where = f"{params.get('host', 'localhost')}:{params.get('port', 5432)}"
-        reason = mask_uri(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-        raise DatabaseError(f"cannot connect to PostgreSQL at {where} ({what}): {reason}",
+        raise DatabaseError(f"cannot connect to PostgreSQL at {where} ({what}): {_first_line(exc)}",
                             hint="start it with `make services-up` or check LOCAL_PG_HOST/LOCAL_PG_PORT") from None
 
 
@@ -185,6 +188,9 @@ def _session_setup(conn: psycopg.Connection, params: SampleParams) -> None:
     conn.execute("SET TIME ZONE 'UTC'")
     conn.execute("SET datestyle = 'ISO, YMD'")
     conn.execute("SET extra_float_digits = 1")
+    # generate_series row estimates are wild (1000 per call), so the planner would JIT-compile
+    # small inserts for seconds; the work itself takes milliseconds.
+    conn.execute("SET jit = off")
     conn.execute("SELECT set_config('sample.seed', %s, false), set_config('sample.metrics_rows', %s, false)",
                  (str(params.seed), str(params.metrics_rows)))
 
@@ -199,8 +205,7 @@ def generate(conn: psycopg.Connection, params: SampleParams,
             try:
                 conn.execute(body)
             except psycopg.Error as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise SampleError(f"generating the sample failed at {path.name} step {name!r}: {first}") from None
+                raise SampleError(f"generating the sample failed at {path.name} step {name!r}: {_first_line(exc)}") from None
             on_step(name)
 
 
@@ -294,13 +299,21 @@ def build_sample(conninfo_admin: str, out_path: Path | None = None, seed: int = 
     scratch = f"media_tool_sample_{os.getpid()}_{secrets.token_hex(3)}"
     scratch_conninfo = make_conninfo(conninfo_admin, dbname=scratch)
     with _connect(conninfo_admin, "to create the scratch database") as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(scratch)))
+        try:
+            admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'")
+                          .format(sql.Identifier(scratch)))
+        except psycopg.Error as exc:
+            raise DatabaseError(f"cannot create the scratch database {scratch}: {_first_line(exc)}",
+                                hint="LOCAL_PG_USER needs the CREATEDB privilege") from None
     try:
         with _connect(scratch_conninfo, "scratch database") as conn:
             label = f"sample {variant}"
             with Progress(label, total=step_count(variant), unit="steps", stream=progress_stream) as bar:
                 generate(conn, params, on_step=lambda name: bar.advance())
-            tables = table_stats(conn)
+            try:
+                tables = table_stats(conn)
+            except psycopg.Error as exc:
+                raise SampleError(f"counting the sample's rows failed: {_first_line(exc)}") from None
         dump_database(scratch_conninfo, out_path)
     finally:
         try:
