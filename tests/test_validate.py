@@ -304,3 +304,33 @@ def test_unreachable_mongodb_is_one_line_without_the_password(env, monkeypatch):
     assert line.startswith("Error: MongoDB at mongodb://etl:***@127.0.0.1:") and "s3cr3t-pw" not in result.output
     logs = list((env.root / "logs" / "etl").glob("*.log"))
     assert logs and not any("s3cr3t-pw" in p.read_text() for p in logs)
+
+
+def test_after_load_respects_validate_after_load(env, monkeypatch):
+    good(env)
+    env.coll("advertisers").delete_many({})
+    monkeypatch.setenv("ETL_VALIDATE_AFTER_LOAD", "false")
+    result = CliRunner().invoke(cli, ["validate", "--after-load"])
+    assert result.exit_code == 0 and "skipped" in result.stdout
+    assert not (env.root / "reports").exists()
+    assert CliRunner().invoke(cli, ["validate"]).exit_code == 4, "an explicit validate still runs"
+    monkeypatch.setenv("ETL_VALIDATE_AFTER_LOAD", "true")
+    assert CliRunner().invoke(cli, ["validate", "--after-load"]).exit_code == 4
+
+
+def test_no_rollback_when_the_load_took_no_backup(env, dump_folder, monkeypatch):
+    # The load found nothing to back up (a first load): an older backup is not the state
+    # before this load, so it must not be restored.
+    good(env)
+    dump_folder(env.root / "backups" / env.db / "2026-11-01-001", {"advertisers": advertisers()[:1]})
+    stamp = env.root / ".make" / env.db / "load.stamp"
+    stamp.parent.mkdir(parents=True)
+    stamp.write_text(json.dumps({"backup_version": None}))
+    env.coll("advertisers").delete_one({"_id": 3})
+    with pytest.raises(ValidationFailed) as info:
+        validate_and_report(load_config(), rollback_on_invalid=True)
+    assert "restored" not in str(info.value)
+    assert env.coll("advertisers").count_documents({}) == 2
+    [report] = (env.root / "reports").glob("validation-*.json")
+    assert json.loads(report.read_text())["notes"][-1] == \
+        "rollback on invalid: no backup to restore (the load stamp names none)"

@@ -36,6 +36,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import bson
 import click
 from bson.son import SON
+from pymongo.errors import PyMongoError
 
 from etl import bsondump
 from etl.cli import config_options
@@ -323,9 +324,7 @@ def server_validator(db, name: str) -> tuple[dict | None, str | None]:
     cannot tell."""
     try:
         infos = list(db.list_collections(filter={"name": name}))
-    except (NotImplementedError, EtlError) as exc:
-        return None, f"server cannot list collection options ({type(exc).__name__})"
-    except Exception as exc:  # pymongo OperationFailure and the like: the server refused
+    except Exception as exc:  # NotImplementedError on stand-ins, OperationFailure on servers
         return None, f"server cannot list collection options ({type(exc).__name__})"
     if not infos:
         return None, None
@@ -513,9 +512,7 @@ def validate(cfg: Config, db: str | None = None, *, sample: int | None = None,
                        for name, entry in sorted(entries.items())}
         refs = [check_reference(mdb, ref) for ref in references
                 if ref.collection in entries and ref.target in entries]
-    except EtlError:
-        raise
-    except Exception as exc:  # pymongo's errors: the server went away or refused a read
+    except PyMongoError as exc:  # the server went away or refused a read
         raise DatabaseError(f"reading {db} failed: {type(exc).__name__}: {str(exc)[:200]}") from None
     finally:
         client.close()
@@ -586,20 +583,21 @@ def write_report(report: dict) -> Path:
     return paths.reports / f"{name}.json"
 
 
-def pre_load_backup(cfg: Config, db: str) -> str | None:
-    """The backup version taken before the last load: `backup_version` of the load stamp
-    (.make/<db>/load.stamp, JSON), else the newest backup of `db`."""
+def pre_load_backup(db: str) -> tuple[str | None, str]:
+    """(version, where from): the backup taken before the last load, as the load recorded it
+    in `.make/<db>/load.stamp` (JSON, `backup_version`; null when there was nothing to back up);
+    without such a record, the newest backup of `db`."""
     from etl.rollback import list_versions
 
     stamp = paths.make_stamps / db / "load.stamp"
     try:
-        recorded = read_json(stamp).get("backup_version")
-    except (OSError, ValueError, AttributeError):
-        recorded = None
-    if recorded:
-        return str(recorded)
+        record = read_json(stamp)
+    except (OSError, ValueError):
+        record = None
+    if isinstance(record, dict) and "backup_version" in record:
+        return record["backup_version"], "the load stamp"
     versions = list_versions(db)
-    return versions[-1]["version"] if versions else None
+    return (versions[-1]["version"] if versions else None), "the newest backup"
 
 
 def validate_and_report(cfg: Config, db: str | None = None, *, rollback_on_invalid: bool | None = None,
@@ -610,9 +608,9 @@ def validate_and_report(cfg: Config, db: str | None = None, *, rollback_on_inval
     rollback_on_invalid = cfg["ETL_ROLLBACK_ON_INVALID"] if rollback_on_invalid is None else rollback_on_invalid
     restored = None
     if not report["ok"] and rollback_on_invalid:
-        version = pre_load_backup(cfg, db)
+        version, source = pre_load_backup(db)
         if version is None:
-            report["notes"].append("rollback on invalid: no backup of this database to restore")
+            report["notes"].append(f"rollback on invalid: no backup to restore ({source} names none)")
         else:
             from etl.rollback import rollback
 
@@ -636,8 +634,11 @@ def validate_and_report(cfg: Config, db: str | None = None, *, rollback_on_inval
               help="Documents schema-checked per collection; 0 = all (default: ETL_VALIDATE_SAMPLE).")
 @click.option("--rollback-on-invalid/--no-rollback-on-invalid", default=None,
               help="Restore the pre-load backup when validation fails (default: ETL_ROLLBACK_ON_INVALID).")
+@click.option("--after-load", is_flag=True,
+              help="Run as the step after a load: does nothing when ETL_VALIDATE_AFTER_LOAD=false.")
 @config_options
-def validate_cmd(cfg: Config, db: str | None, sample: int | None, rollback_on_invalid: bool | None):
+def validate_cmd(cfg: Config, db: str | None, sample: int | None, rollback_on_invalid: bool | None,
+                 after_load: bool):
     """Check MongoDB against the transformed files: counts, checksums, schemas, references.
 
     Writes reports/validation-<db>-<ts>.json and .md. Exit 4 when a check fails.
@@ -647,6 +648,9 @@ def validate_cmd(cfg: Config, db: str | None, sample: int | None, rollback_on_in
     from etl import runlog
 
     cfg = cfg.with_overrides({"MONGO_DB_NAME": db})
+    if after_load and not cfg["ETL_VALIDATE_AFTER_LOAD"]:
+        click.echo("Validation after load is off (ETL_VALIDATE_AFTER_LOAD=false); skipped.")
+        return
     with runlog.stage("validate", cfg) as st:
         report, path = validate_and_report(cfg, cfg["MONGO_DB_NAME"], sample=sample,
                                            rollback_on_invalid=rollback_on_invalid)
