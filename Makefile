@@ -95,8 +95,13 @@ $(CHANGES): $(SNAPSHOT) $(wildcard schemas/accepted.json)
 $(DECIDED): $(CHANGES) $(wildcard $(DECISIONS))
 	@$(ETL) decide $(if $(INTERACTIVE),--interactive) $(if $(DECISIONS_FILE),--decisions $(DECISIONS_FILE))
 
-$(CANONICAL) $(MAPPING) &: $(DECIDED) $(wildcard $(RULES))
+# canonical rewrites nothing that did not change, so its outputs keep old mtimes; the stamp
+# records that it ran, so an unchanged night does not rerun it.
+.make/canonical.stamp: $(DECIDED) $(wildcard $(RULES))
 	@$(ETL) canonical
+	@mkdir -p $(@D) && touch $@
+
+$(CANONICAL) $(MAPPING): .make/canonical.stamp ;
 
 $(GENERATED): $(CANONICAL)
 	@$(ETL) generate
