@@ -179,3 +179,29 @@ def test_retention_during_the_pre_rollback_backup_cannot_remove_the_version(env,
     assert result.collections["campaigns"]["count"] == 20
     assert connect(uri)[db]["campaigns"].count_documents({}) == 20
     assert not [p for p in (root / "backups" / db).iterdir() if p.name.startswith(".")], "pinned copy removed"
+
+
+def test_load_then_validate_failure_rolls_back_to_the_pre_load_backup(env, dump_folder, monkeypatch):
+    # The stages as `make` chains them: load v1, load v2 (backed up first), validate v2 finds a
+    # broken document and restores what the second load replaced.
+    from etl.errors import ValidationFailed
+    from etl.load import load
+    from etl.validate import validate_and_report
+
+    root, uri, db = env
+    folder = root / "data" / "transformed" / db
+    v1 = {"campaigns": docs(20), "advertisers": docs(3, "adv")}
+    dump_folder(folder, v1, indexes=INDEXES, manifest={"database": db})
+    load(load_config())
+    assert validate_and_report(load_config())[0]["ok"]
+    after_v1 = state(uri, db)
+
+    dump_folder(folder, {"campaigns": docs(25, "v2"), "advertisers": docs(4, "adv")}, indexes=INDEXES,
+                manifest={"database": db})
+    pre_load = load(load_config()).backup_version
+    assert pre_load and json.loads((root / ".make" / db / "load.stamp").read_text())["backup_version"] == pre_load
+    connect(uri)[db]["campaigns"].delete_one({"_id": 24})
+    monkeypatch.setenv("ETL_ROLLBACK_ON_INVALID", "true")
+    with pytest.raises(ValidationFailed, match=f"restored backup {pre_load}"):
+        validate_and_report(load_config())
+    assert state(uri, db) == after_v1
