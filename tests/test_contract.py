@@ -209,6 +209,12 @@ def test_to_json_doc_follows_the_canonical_representation():
         "u1": str(some_uuid), "u2": str(some_uuid), "blob": "AP8=", "raw": "YWI=", "n": 5,
         "nested": [{"d": "0.10"}], "s": "x", "b": True, "none": None, "f": 1.5}
     assert type(contract.to_json_doc({"n": Int64(5)})["n"]) is int
+    # PostgreSQL numeric allows NaN and ±Infinity; the canonical decimal pattern accepts them.
+    special = contract.to_json_doc({"a": Decimal128("NaN"), "b": Decimal128("-Infinity")})
+    assert special == {"a": "NaN", "b": "-Infinity"}
+    as_number = contract.to_json_doc({"b": Decimal128("Infinity")},
+                                     {"type": "object", "properties": {"b": {"type": ["integer", "number"]}}})
+    assert as_number == {"b": float("inf")}
 
 
 def test_to_json_doc_gives_a_number_where_the_schema_wants_one():

@@ -165,7 +165,7 @@ def _convert(value: Any, schema: Any, root: dict[str, Any]) -> Any:
         number = value.to_decimal() if isinstance(value, Decimal128) else value
         types = _types_of(schema, root)
         if types is not None and "string" not in types and types & {"number", "integer"}:
-            if number == number.to_integral_value() and "integer" in types:
+            if number.is_finite() and number == number.to_integral_value() and "integer" in types:
                 return int(number)
             return float(number)
         return str(number)
