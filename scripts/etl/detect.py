@@ -15,9 +15,10 @@ import uuid
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
+from bson import Binary, Decimal128
 
 from etl.cli import config_options
 from etl.config import Config
@@ -78,10 +79,6 @@ def collection_name(table: str) -> str:
 def _comparable(value: Any) -> Any:
     """One spelling for a value read from PostgreSQL or from MongoDB, so equal data compares
     equal whichever side it came from (Decimal128 vs Decimal, dates, UUIDs, naive times)."""
-    try:
-        from bson import Binary, Decimal128
-    except ImportError:  # pragma: no cover - pymongo is a dependency
-        Binary = Decimal128 = ()  # type: ignore[assignment]
     if isinstance(value, Decimal128):
         value = value.to_decimal()
     if isinstance(value, Binary) and value.subtype == 4:
@@ -169,8 +166,7 @@ def _table_evidence(db, conn, change: dict, snap: Snapshot) -> dict[str, Any]:
             "found_in_postgres": len(rows), "equal": equal}
 
 
-def add_rename_evidence(report: dict[str, Any], current: Snapshot, cfg: Config,
-                        connect_mongo: Callable[[str], Any] | None = None) -> None:
+def add_rename_evidence(report: dict[str, Any], current: Snapshot, cfg: Config) -> None:
     """Fill `details.evidence.data` of every rename candidate: of EVIDENCE_SAMPLE documents that
     hold the old field, how many have the same value in the new column for the same _id.
     When MongoDB or PostgreSQL cannot be asked, say why instead; detection goes on."""
@@ -188,7 +184,7 @@ def add_rename_evidence(report: dict[str, Any], current: Snapshot, cfg: Config,
             c["details"]["evidence"]["data"] = {"available": False, "reason": reason}
 
     try:
-        client = (connect_mongo or connect)(cfg["MONGO_URI"])
+        client = connect(cfg["MONGO_URI"])
     except DatabaseError as exc:
         return unavailable(exc.line())
     try:
@@ -377,7 +373,7 @@ def detect_cmd(cfg, as_json: bool, exit_code: bool, strict: bool | None, evidenc
     Writes data/changes/latest.json, data/changes/<timestamp>.json and .md. The first run
     (no schemas/accepted.json) reports the whole schema as the initial state.
 
-    Example: etl detect --exit-code || etl decide
+    Example: etl detect --exit-code   # exit 2: something changed, see data/changes/latest.json
     """
     if strict is not None:
         cfg = cfg.with_overrides({"ETL_SCHEMA_STRICT_MODE": str(strict).lower()})
