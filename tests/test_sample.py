@@ -255,3 +255,24 @@ def test_detector_finds_exactly_the_documented_changes(pg, base, changed):
         ("index_added", "public.media_buys", "external_id", "safe"),
     }
     assert report["warnings"] == []  # every type in the sample is one the pipeline knows
+
+
+def test_failed_generation_keeps_the_previous_dump_and_drops_the_scratch_database(pg, base, tmp_path, monkeypatch):
+    import etl.sample as sample
+    from etl.errors import SampleError
+
+    result, _ = base
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(sample.SQL_DIR, sql_dir)
+    with open(sql_dir / "sample_data.sql", "a", encoding="utf-8") as fh:
+        fh.write("\n-- @step broken\nINSERT INTO campaigns (id) VALUES (1);\n")
+    monkeypatch.setattr(sample, "SQL_DIR", sql_dir)
+    out = tmp_path / "media_tool.dump"
+    shutil.copy(result.path, out)
+    before = out.read_bytes()
+
+    with pytest.raises(SampleError, match=r"sample_data\.sql step 'broken': null value in column"):
+        build_sample(pg.dsn(), out, SEED, METRICS, "base")
+    assert out.read_bytes() == before
+    assert list(tmp_path.glob(".media_tool.dump.*")) == []
+    assert query(pg, "postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'media\\_tool\\_sample\\_%'")[0][0] == 0

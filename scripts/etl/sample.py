@@ -222,11 +222,7 @@ def table_stats(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
     conn.execute("SET TIME ZONE 'UTC'")
     conn.execute("SET datestyle = 'ISO, YMD'")
     conn.execute("SET extra_float_digits = 1")
-    tables = conn.execute(
-        """SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-              AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
-            ORDER BY 1, 2""").fetchall()
+    tables = conn.execute((SQL_DIR / "sample_tables.sql").read_text(encoding="utf-8")).fetchall()
     stats: dict[str, dict[str, Any]] = {}
     for schema, name in tables:
         query = sql.SQL("SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text COLLATE \"C\"), ''))"
@@ -246,8 +242,11 @@ def dump_database(conninfo: str, out_path: Path) -> None:
     env = dict(os.environ)
     if password:
         env["PGPASSWORD"] = password
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise SampleError(f"cannot write the sample dump in {out_path.parent}: {exc.strerror}") from None
     os.close(fd)
     try:
         # No owners or grants: the dump must restore as whatever user runs the pipeline.
