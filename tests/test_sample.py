@@ -276,3 +276,18 @@ def test_failed_generation_keeps_the_previous_dump_and_drops_the_scratch_databas
     assert out.read_bytes() == before
     assert list(tmp_path.glob(".media_tool.dump.*")) == []
     assert query(pg, "postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'media\\_tool\\_sample\\_%'")[0][0] == 0
+
+
+def test_uploaded_sample_travels_through_acquire_and_restore_unchanged(project, pg, s3, monkeypatch):
+    _, bucket, _ = s3
+    monkeypatch.setenv("S3_BUCKET", bucket)
+    runner = CliRunner()
+    built = runner.invoke(cli, ["sample", "--metrics-rows", "400", "--seed", "11", "--upload"])
+    assert built.exit_code == 0, built.output
+    for args in (["acquire", "--source", "s3", "--auto-latest"], ["restore", "-j", "1"]):
+        step = runner.invoke(cli, args)
+        assert step.exit_code == 0, step.output
+    side = json.loads(sidecar_path(default_out("base")).read_text())
+    cfg = load_config()
+    with psycopg.connect(pg.dsn(cfg["LOCAL_PG_DB"])) as conn:
+        assert table_stats(conn) == side["tables"]
