@@ -4,12 +4,14 @@ prompt, one run at a time, no secret anywhere, CloudWatch events land in moto.""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import types
 import uuid
 from pathlib import Path
 
@@ -398,3 +400,48 @@ def test_bookkeeping_failures_do_not_hide_the_pipeline_exit_code(root):
     audit = audit_in_mongo(os.environ["MONGO_DB_NAME"], only_run_id(root))
     assert audit["status"] == "invalid" and [s["name"] for s in audit["stages"]] == ["validate"]
     assert any(n.startswith("report not written") for n in audit["notes"])
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+BAR_SCRIPT = ("import sys\n"
+              "for pct in (10, 60, 100):\n"
+              "    sys.stderr.write(f'\\r\\x1b[Kload [{pct}%] secret-77'); sys.stderr.flush()\n"
+              "sys.stderr.write('\\n'); print('done \\xe9t\\xe9', flush=True)\n")
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_bars_reach_a_terminal_and_the_log_gets_their_last_state(terminal):
+    from etl.run import stream_process
+
+    console = _Terminal() if terminal else io.StringIO()
+    lines: list[str] = []
+    code = stream_process([sys.executable, "-c", BAR_SCRIPT], os.environ.copy(), False, lines.append,
+                          console, runlog.Redactor(["secret-77"]))
+    assert code == 0
+    # The log sees what a screen finally shows, without control sequences or secrets.
+    assert lines == ["load [100%] ***", "done été"]
+    shown = console.getvalue()
+    if terminal:
+        assert "\r\x1b[Kload [10%] ***" in shown and "\r\x1b[Kload [100%] ***\n" in shown
+    else:
+        assert shown == "load [100%] ***\ndone été\n"
+    assert "secret-77" not in shown
+
+
+def test_stages_draw_bars_only_when_the_run_is_on_a_terminal(monkeypatch):
+    from etl.progress import PROGRESS_TTY_ENV, Progress
+    from etl.run import RunOptions, child_environment
+
+    run = types.SimpleNamespace(run_id="2026-11-26-02-00-00", log_path=Path("/x.log"))
+    assert child_environment(run, RunOptions(), _Terminal())[PROGRESS_TTY_ENV] == "1"
+    assert PROGRESS_TTY_ENV not in child_environment(run, RunOptions(), io.StringIO())
+    monkeypatch.setenv(PROGRESS_TTY_ENV, "1")
+    assert Progress("load", total=10).tty is True
+    assert Progress("load", total=10, stream=io.StringIO()).tty is False  # an explicit stream decides
+    monkeypatch.delenv(PROGRESS_TTY_ENV)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert Progress("load", total=10).tty is False

@@ -10,10 +10,15 @@ in a log or under cron (no TTY), so a night's run can be followed in its log fil
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
 log = logging.getLogger("etl.progress")
+
+# Set by `etl run` when its own console is a terminal: the stage's stderr is a pipe to the run,
+# but what it draws ends up on a screen.
+PROGRESS_TTY_ENV = "ETL_PROGRESS_TTY"
 
 
 def _fmt_secs(seconds: float) -> str:
@@ -37,7 +42,8 @@ class Progress:
                  stream=None, interval: float | None = None):
         self.label, self.total, self.unit = label, total, unit
         self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.tty = (bool(getattr(self.stream, "isatty", lambda: False)())
+                    or (stream is None and os.environ.get(PROGRESS_TTY_ENV) == "1"))
         self.interval = interval if interval is not None else (0.2 if self.tty else 5.0)
         self.done = 0
         self.start = self._last = time.monotonic()

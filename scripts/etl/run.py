@@ -10,6 +10,7 @@ pending) and 4 (validation failed) reach cron even though make itself only says 
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 import re
@@ -30,6 +31,7 @@ from etl.config import SOURCES, Config
 from etl.errors import EXIT_ERROR, EXIT_INVALID, EXIT_OK, EXIT_PENDING, RunError
 from etl.mongo import check_db_name
 from etl.paths import paths
+from etl.progress import PROGRESS_TTY_ENV
 
 log = logging.getLogger("etl.run")
 out_log = logging.getLogger("etl.run.output")
@@ -37,6 +39,7 @@ out_log = logging.getLogger("etl.run.output")
 PIPELINE_TARGET = "pipeline"
 # Exit codes a stage may hand to cron through the run; anything else is "1, an error".
 PASSED_THROUGH = (EXIT_PENDING, EXIT_INVALID)
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _MAKE_ERROR = re.compile(r"make(?:\[\d+\])?: \*\*\* \[[^\]]*\] Error (\d+)")
 
 
@@ -121,8 +124,11 @@ def make_command(opts: RunOptions, root: Path) -> list[str]:
             *make_variables(opts)]
 
 
-def child_environment(run: runlog.Run, opts: RunOptions) -> dict[str, str]:
+def child_environment(run: runlog.Run, opts: RunOptions, console: TextIO | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    if console is not None and _is_tty(console):
+        # The stages write into a pipe, but the pipe ends on a terminal: draw bars.
+        env[PROGRESS_TTY_ENV] = "1"
     env[runlog.RUN_ID_ENV] = run.run_id
     env[runlog.RUN_LOG_ENV] = str(run.log_path)
     env["PYTHONUNBUFFERED"] = "1"  # stage output reaches the log as it happens
@@ -140,44 +146,66 @@ class _Interrupted(Exception):
     """SIGTERM (cron's timeout, a shutdown): stop make and still close the run."""
 
 
+def _log_text(line: str) -> str:
+    """What a terminal would finally show for one output line: the text after the last carriage
+    return (a progress bar redraws itself with \\r), without colour or erase sequences."""
+    line = line.rstrip("\r")
+    return _ANSI.sub("", line.rsplit("\r", 1)[-1])
+
+
 def stream_process(cmd: list[str], env: dict[str, str], interactive: bool,
                    on_line: Callable[[str], None], console: TextIO,
                    redact: Callable[[str], str]) -> int:
     """Run `cmd`, copying its output to `console` and each complete line to `on_line`.
 
-    Output is read in chunks, not lines, so an interactive prompt without a newline shows up
-    at once. Without --interactive the child gets no stdin: no stage can wait for an answer
-    that cron will never type.
+    On a terminal (or with --interactive) output is passed through as it arrives, so progress
+    bars animate and a prompt without a newline shows at once; elsewhere the console gets the
+    same clean lines as the log. Without --interactive the child gets no stdin: no stage can
+    wait for an answer that cron will never type.
     """
+    live = interactive or _is_tty(console)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=None if interactive else subprocess.DEVNULL,
                             start_new_session=not interactive)
     assert proc.stdout is not None
-    pending, shown = b"", 0
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
     try:
-        while chunk := os.read(proc.stdout.fileno(), 65536):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for raw in lines:
-                text = redact(raw.decode("utf-8", errors="replace").rstrip("\r"))
-                console.write(text[shown:] + "\n")
-                shown = 0
-                on_line(text)
-            if pending and interactive:  # a prompt: show it now, log it with its answer
-                text = redact(pending.decode("utf-8", errors="replace"))
-                console.write(text[shown:])
-                shown = len(text)
-            console.flush()
+        while True:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            text = decoder.decode(chunk, final=not chunk)
+            if live and text:
+                # Redacted chunk by chunk: a secret split across two reads could reach the
+                # terminal (never the log, which is redacted line by line).
+                console.write(redact(text))
+                console.flush()
+            pending += text
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                clean = redact(_log_text(line))
+                if not live:
+                    console.write(clean + "\n")
+                on_line(clean)
+            if not chunk:
+                break
         if pending:
-            text = redact(pending.decode("utf-8", errors="replace"))
-            console.write(text[shown:] + "\n")
-            on_line(text)
+            clean = redact(_log_text(pending))
+            console.write("\n" if live else clean + "\n")
+            on_line(clean)
+        console.flush()
         return proc.wait()
     except BaseException:
         _stop(proc, interactive)
         raise
     finally:
         proc.stdout.close()
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _stop(proc: subprocess.Popen, interactive: bool) -> None:
@@ -247,8 +275,8 @@ def _run_and_close(cfg: Config, run: runlog.Run, opts: RunOptions, cmd: list[str
     try:
         log.info("running: %s", " ".join(cmd))
         try:
-            make_rc = stream_process(cmd, child_environment(run, opts), opts.interactive, on_line,
-                                     console, run.redact)
+            make_rc = stream_process(cmd, child_environment(run, opts, console), opts.interactive,
+                                     on_line, console, run.redact)
         except OSError as exc:
             make_rc, error = EXIT_ERROR, f"make could not be started: {exc.strerror}"
         except (KeyboardInterrupt, _Interrupted):
