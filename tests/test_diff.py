@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from etl.diff import (IMPACT_ROWS, KINDS, change_id, classify, detect_changes, diff_snapshots, parse_type,
                       type_change_direction, type_family, unknown_types)
@@ -210,3 +212,41 @@ def test_parse_type():
     assert parse_type("timestamp(3) with time zone") == ("timestamp with time zone", (3,), 0)
     assert parse_type("numeric(12,2)") == ("numeric", (12, 2), 0)
     assert parse_type('"Sales Ops"."Größe"') == ('"Sales Ops"."Größe"', (), 0)
+
+
+# --- any pair of schemas: no crash, known kinds, unique ids ---------------------------------
+TYPE_NAMES = st.sampled_from(["integer", "bigint", "smallint", "text", "character varying(20)", "numeric(10,2)",
+                              "numeric", "boolean", "date", "timestamp with time zone", "jsonb", "bytea",
+                              "text[]", "public.status", "public.money", "tsvector", "public.geometry", "xml"])
+COLUMN_NAMES = st.sampled_from(["id", "a", "b", "c", "d", "Größe", "with space"])
+
+
+@st.composite
+def snapshots(draw):
+    tables = []
+    for name in draw(st.lists(st.sampled_from(["public.t1", "public.t2", "other.t3", "public.Ü"]),
+                              unique=True, max_size=3)):
+        names = draw(st.lists(COLUMN_NAMES, unique=True, min_size=1, max_size=5))
+        cols = [col(n, draw(TYPE_NAMES), i + 1, draw(st.booleans())) for i, n in enumerate(names)]
+        t = table(name, *cols, pk=draw(st.sampled_from([None, names[:1], names[:2]])))
+        if draw(st.booleans()):
+            t["indexes"].append({"name": "ix", "columns": names[-1:], "include": [], "unique": draw(st.booleans()),
+                                 "predicate": None, "method": "btree", "definition": ""})
+        tables.append(t)
+    statuses = draw(st.lists(st.sampled_from(["draft", "active", "paused"]), unique=True, min_size=1))
+    return snap(*tables, enums={"public.status": statuses},
+                domains={"public.money": {"base_type": draw(st.sampled_from(["numeric(14,2)", "numeric(10,2)"])),
+                                          "nullable": True, "default": None, "checks": []}})
+
+
+@settings(max_examples=150, deadline=None)
+@given(snapshots(), snapshots(), st.booleans())
+def test_any_two_snapshots_classify_cleanly(old, new, strict):
+    assert diff_snapshots(old, copy.deepcopy(old)) == []
+    changes = detect_changes(old, new, strict=strict)
+    assert len({c["id"] for c in changes}) == len(changes)
+    for c in changes:
+        assert c["kind"] in KINDS and c["classification"] in ("safe", "review") and c["summary"]
+        assert set(c["impact"]) == {"zod", "mongodb", "api", "ui", "tests"}
+        assert not (strict and c["classification"] == "safe")
+    json.dumps(changes)  # the document must serialise as it is written
