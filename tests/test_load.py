@@ -1,0 +1,177 @@
+"""Load: staging + swap (atomic), incremental upserts, prune, parallel databases, full refresh."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from etl import load as load_mod
+from etl.bsondump import BsonWriter, metadata, write_manifest, write_metadata
+from etl.cli import cli
+from etl.config import load_config
+from etl.errors import LoadError
+from etl.fsutil import read_json
+from etl.load import load
+from etl.mongo import connect
+from etl.paths import paths
+
+
+def make_transformed(db: str, collections: dict[str, list[dict]], indexes: dict[str, list] | None = None,
+                     id_kind: str = "single") -> None:
+    """A transform output folder as the transform writes it."""
+    folder = paths.transformed / db
+    entries = {}
+    for name, docs in collections.items():
+        with BsonWriter(folder / f"{name}.bson") as writer:
+            for doc in docs:
+                writer.write(doc)
+            count, sha, size = writer.commit()
+        meta_sha = write_metadata(folder, name, metadata(name, (indexes or {}).get(name, [])))
+        entries[name] = {"name": name, "count": count, "sha256": sha, "metadata_sha256": meta_sha,
+                         "bytes": size, "id": id_kind}
+    write_manifest(folder, {"format_version": 1, "version": "v1", "database": db, "collections": entries})
+
+
+@pytest.fixture
+def target(project, mongo_db, monkeypatch):
+    uri, name = mongo_db
+    monkeypatch.setenv("MONGO_URI", uri)
+    monkeypatch.setenv("MONGO_DB_NAME", name)
+    monkeypatch.setenv("ETL_BATCH_SIZE", "10")
+    client = connect(uri)
+    yield load_config(), client[name]
+    client.close()
+
+
+def _all(coll):
+    return sorted(coll.find({}), key=lambda d: d["_id"])
+
+
+def test_full_load_swaps_in_complete_collections_with_indexes(target):
+    cfg, mdb = target
+    mdb.campaigns.insert_many([{"_id": 1, "name": "old"}, {"_id": 99, "name": "local only"}])
+    make_transformed(mdb.name, {"campaigns": [{"_id": i, "name": f"c{i}", "code": f"k{i}"} for i in range(25)]},
+                     {"campaigns": [{"name": "code_1", "keys": [["code", 1]], "unique": True}]})
+    result = load(cfg, mdb.name)
+    assert result.counts == {"campaigns": 25}
+    docs = _all(mdb.campaigns)
+    assert [d["_id"] for d in docs] == list(range(25)) and docs[1]["name"] == "c1"
+    assert "code_1" in mdb.campaigns.index_information()
+    assert not [n for n in mdb.list_collection_names() if "__staging_" in n]
+    stamp = read_json(paths.make_stamps / mdb.name / "load.stamp")
+    assert stamp["backup_version"] == result.backup_version and result.backup_version
+    assert stamp["counts"] == {"campaigns": 25}
+
+
+def test_a_load_killed_between_batches_leaves_the_previous_collections_complete(target, monkeypatch):
+    cfg, mdb = target
+    old_a = [{"_id": i, "v": "old"} for i in range(7)]
+    old_b = [{"_id": i, "w": "old"} for i in range(3)]
+    mdb.a.insert_many(old_a)
+    mdb.b.insert_many(old_b)
+    make_transformed(mdb.name, {"a": [{"_id": i, "v": "new"} for i in range(30)],
+                                "b": [{"_id": i, "w": "new"} for i in range(30)]})
+    calls = {"n": 0}
+    real = load_mod.insert_batch
+
+    def dying(coll, docs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # a's three batches went in, b's second one dies
+            raise KeyboardInterrupt("killed")
+        real(coll, docs)
+
+    monkeypatch.setattr(load_mod, "insert_batch", dying)
+    with pytest.raises(KeyboardInterrupt):
+        load(cfg, mdb.name, backup=False)
+    assert _all(mdb.a) == old_a and _all(mdb.b) == old_b
+    assert sorted(mdb.list_collection_names()) == ["a", "b"]
+
+    # A failure the code expects (the server refusing a batch) is one line, same guarantee.
+    calls["n"] = 0
+
+    def refusing(coll, docs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            from pymongo.errors import BulkWriteError
+
+            raise BulkWriteError({"writeErrors": [{"errmsg": "E11000 duplicate key"}]})
+        real(coll, docs)
+
+    monkeypatch.setattr(load_mod, "insert_batch", refusing)
+    with pytest.raises(LoadError) as info:
+        load(cfg, mdb.name, backup=False)
+    assert "old collections untouched" in str(info.value)
+    assert _all(mdb.a) == old_a and _all(mdb.b) == old_b
+
+
+def test_incremental_keeps_local_documents_and_prune_removes_them(target):
+    cfg, mdb = target
+    mdb.items.insert_many([{"_id": 1, "v": "old"}, {"_id": 500, "v": "local test data"}])
+    make_transformed(mdb.name, {"items": [{"_id": i, "v": f"new{i}"} for i in range(1, 21)]})
+    result = load(cfg, mdb.name, mode="incremental")
+    assert result.counts == {"items": 20}
+    docs = {d["_id"]: d["v"] for d in mdb.items.find({})}
+    assert docs[1] == "new1" and docs[500] == "local test data" and len(docs) == 21
+
+    result = load(cfg, mdb.name, mode="incremental", prune=True, backup=False)
+    assert result.pruned == {"items": 1}
+    assert sorted(d["_id"] for d in mdb.items.find({})) == list(range(1, 21))
+
+
+def test_incremental_loads_tables_without_a_key_in_full(target):
+    cfg, mdb = target
+    mdb.loose.insert_many([{"x": 1}, {"x": 2}, {"x": 3}])
+    make_transformed(mdb.name, {"loose": [{"x": 1}, {"x": 1}]}, id_kind="none")
+    result = load(cfg, mdb.name, mode="incremental", backup=False)
+    assert mdb.loose.count_documents({}) == 2
+    assert any("no primary key" in n for n in result.notes)
+
+
+def test_parallel_database_leaves_the_main_one_alone(target):
+    cfg, mdb = target
+    mdb.campaigns.insert_many([{"_id": 1, "name": "main"}])
+    make_transformed(mdb.name, {"campaigns": [{"_id": 1, "name": "new"}, {"_id": 2, "name": "new"}]})
+    parallel = f"{mdb.name}-p"
+    client = mdb.client
+    try:
+        result = load(cfg, parallel, source=mdb.name)
+        assert result.database == parallel
+        assert client[parallel].campaigns.count_documents({}) == 2
+        assert _all(mdb.campaigns) == [{"_id": 1, "name": "main"}]
+    finally:
+        client.drop_database(parallel)
+    res = CliRunner().invoke(cli, ["load", "--db", "bad.name", "--from", mdb.name])
+    assert res.exit_code == 1 and "forbids" in res.output
+
+
+def test_drop_database_needs_yes_and_drops_the_rest(target):
+    cfg, mdb = target
+    mdb.stale.insert_one({"_id": 1})
+    mdb.campaigns.insert_one({"_id": 1})
+    make_transformed(mdb.name, {"campaigns": [{"_id": 2}]})
+    runner = CliRunner()
+    res = runner.invoke(cli, ["load", "--drop-database"])
+    assert res.exit_code == 1 and "add --yes" in res.output and "Traceback" not in res.output
+    assert sorted(mdb.list_collection_names()) == ["campaigns", "stale"]
+    res = runner.invoke(cli, ["load", "--drop-database", "--yes"])
+    assert res.exit_code == 0, res.output
+    assert mdb.list_collection_names() == ["campaigns"]
+    assert _all(mdb.campaigns) == [{"_id": 2}]
+    stamp = read_json(paths.make_stamps / mdb.name / "load.stamp")
+    assert stamp["dropped"] == ["stale"]
+    # the dropped collection is in the backup taken first
+    from etl.backup import read_backup
+
+    backup = read_backup(mdb.name, stamp["backup_version"])
+    assert list(backup.documents("stale")) == [{"_id": 1}]
+
+
+def test_a_corrupt_transform_output_is_refused_before_mongodb_is_touched(target):
+    cfg, mdb = target
+    mdb.campaigns.insert_one({"_id": 1})
+    make_transformed(mdb.name, {"campaigns": [{"_id": 2}]})
+    with open(paths.transformed / mdb.name / "campaigns.bson", "ab") as fh:
+        fh.write(b"\x00")
+    res = CliRunner().invoke(cli, ["load"])
+    assert res.exit_code == 1 and "sha256" in res.output
+    assert _all(mdb.campaigns) == [{"_id": 1}]
