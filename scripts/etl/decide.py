@@ -45,6 +45,9 @@ MENU = ("How should we handle these changes?\n"
         "[2] Review each change individually\n"
         "[3] Skip schema updates\n"
         "[4] Abort ETL process")
+# Kinds after which the previously accepted mapping reads a column or table that is gone or
+# has another type: skipping them leaves the load to fail or mistype values.
+_READS_MISSING = {"column_removed", "column_renamed", "table_removed", "table_renamed", "column_type_changed"}
 IMPACT_NAMES = (("zod", "Zod"), ("mongodb", "MongoDB"), ("api", "API"), ("ui", "UI"), ("tests", "Tests"))
 
 
@@ -252,7 +255,6 @@ def _counting_db(cfg, counts: bool):
     there yet: counting must not create it)."""
     if not counts or cfg is None:
         return None
-    from etl.errors import DatabaseError
     from etl.mongo import connect
 
     try:
@@ -260,7 +262,7 @@ def _counting_db(cfg, counts: bool):
         if cfg["MONGO_DB_NAME"] not in client.list_database_names():
             return None
         return client[cfg["MONGO_DB_NAME"]]
-    except (DatabaseError, Exception) as exc:  # counts are an extra: a refusal only loses them
+    except Exception as exc:  # noqa: BLE001 - counts are an extra: any refusal only loses them
         log.info("documents not counted for the plan: %s", type(exc).__name__)
         return None
 
@@ -433,7 +435,7 @@ def ask(change: dict[str, Any], after, index: int, total: int) -> dict[str, Any]
                     ("backfill", "backfill existing documents with an expression over the row's columns")]
         title = (f"How should the new field {where} be mapped?" if nullable
                  else f"New required field {where} ({info.bson}): what do existing documents get?")
-        picked = options[_choose(title, options, 1 if nullable or "default" not in rec else 1) - 1][0]
+        picked = options[_choose(title, options) - 1][0]
         if picked == "accept":
             return {"action": "accept"}
         if picked == "default":
@@ -568,6 +570,11 @@ def decide_cmd(cfg, interactive: bool, yes_safe: bool, as_json: bool, answers_fi
             click.echo(f"Skipped schema updates: this run loads with the previously accepted schema "
                        f"{str(marker['accepted_hash'])[:12]}; the {len(inputs.changes)} detected changes "
                        "(new columns included) are not applied.")
+            breaking = [c for c in inputs.changes if c["kind"] in _READS_MISSING]
+            if breaking:
+                click.echo(f"Warning: {len(breaking)} of them remove, rename or retype something the accepted "
+                           "schema reads; the transform may fail until they are decided: "
+                           + "; ".join(c.get("summary") or c["kind"] for c in breaking), err=True)
             return
 
     pend = [c for c in dec.pending(inputs.changes, inputs.decisions) if c["id"] not in new]
