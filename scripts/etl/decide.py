@@ -297,7 +297,10 @@ def accept(inputs: Inputs, new_entries: dict[str, dict[str, Any]], *, cfg=None, 
     result: dict[str, Any] = {"status": "accepted", "to_hash": to_hash, "changes": len(decided),
                               "automatic": sum(1 for d in decided if d["decided_by"] == "auto"),
                               "plan": None, "plan_json": None, "migration": None}
-    previous = read_json(decided_path()) if decided_path().is_file() else None
+    try:
+        previous = read_json(decided_path()) if decided_path().is_file() else None
+    except ValueError:  # a damaged record is simply rewritten
+        previous = None
     new_acceptance = previous != json.loads(json.dumps(record, default=str))
     if decided and new_acceptance:
         # Built before anything is written: a bad answer (a default that does not fit) must not
@@ -547,7 +550,7 @@ def decide_cmd(cfg, interactive: bool, yes_safe: bool, as_json: bool, answers_fi
     schemas/decisions.yaml stop the run with exit 3 and data/changes/pending.json. With
     --interactive, presents the changes and asks. Agents use --json and --decisions FILE.
 
-    Example: etl decide --json > pending.json; etl decide --decisions answers.yaml --by ci
+    Example: etl decide --decisions answers.yaml --by ci
     """
     if interactive and (as_json or yes_safe):
         raise click.UsageError("--interactive cannot be combined with --json or --yes-safe")
