@@ -212,3 +212,15 @@ def test_rename_evidence_when_mongodb_is_unreachable(pg, project, monkeypatch):
     data = change["details"]["evidence"]["data"]
     assert change["kind"] == "column_renamed" and data["available"] is False
     assert "not reachable" in data["reason"]
+
+
+def test_a_renamed_index_changes_the_hash_but_nothing_documents_depend_on(pg, project, seed_db):
+    pg.execute(seed_db, "CREATE INDEX ix_one ON campaigns (name)")
+    run("snapshot")
+    accept(project)
+    pg.execute(seed_db, "ALTER INDEX ix_one RENAME TO ix_two")
+    run("snapshot")
+    result = run("detect", "--exit-code")
+    doc = latest(project)
+    assert doc["from_hash"] != doc["to_hash"] and doc["changes"] == []
+    assert "No schema changes that documents depend on" in result.output

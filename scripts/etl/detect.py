@@ -252,6 +252,11 @@ def render_text(report: dict[str, Any], *, color: bool = True) -> str:
                      f"{len(st['domains'])} domains, {len(st['views'])} views (listed, not loaded).")
         lines.append("`etl decide` accepts it as the baseline; later runs report changes against it.")
         return "\n".join(lines)
+    if not report["changes"] and report["from_hash"] != report["to_hash"]:
+        lines.append(f"No schema changes that documents depend on; the snapshot differs from the accepted one "
+                     f"({report['from_hash'][:12]} → {report['to_hash'][:12]}) only in index or constraint "
+                     "names, column order or similar details.")
+        return "\n".join(lines)
     if not report["changes"]:
         lines.append(f"No schema changes since the accepted snapshot ({(report['from_hash'] or '')[:12]}).")
         return "\n".join(lines)
