@@ -56,7 +56,8 @@ SNAPSHOT_FORCE := $(if $(filter local,$(SOURCE)),FORCE)
 ## ---- the pipeline -------------------------------------------------------------------
 
 all: $(BOOT) ## Run the whole pipeline (only stale stages work); INTERACTIVE=1, DB=…, SOURCE=…
-	@$(ETL) run $(if $(INTERACTIVE),--interactive) $(if $(DECISIONS_FILE),--decisions $(DECISIONS_FILE))
+	@$(ETL) run $(if $(INTERACTIVE),--interactive) $(if $(YES_SAFE),--yes-safe) $(if $(AUTO_LATEST),--auto-latest) \
+	    $(if $(DECISIONS_FILE),--decisions $(DECISIONS_FILE))
 
 demo: $(BOOT) node-deps ## The whole pipeline on local services and the sample dump
 	@$(ETL) services up

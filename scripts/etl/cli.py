@@ -87,7 +87,11 @@ def config_options(fn):
         if debug:
             os.environ["ETL_DEBUG"] = "1"
         kwargs["cfg"] = load_config()
-        return fn(*args, **kwargs)
+        from etl import runlog
+
+        # Pipeline stages join the current run (log file, stage record); other commands don't.
+        with runlog.command_stage(click.get_current_context().info_name, kwargs["cfg"]):
+            return fn(*args, **kwargs)
 
     return wrapper
 

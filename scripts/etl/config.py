@@ -235,7 +235,8 @@ def mask(key: str, value: str) -> str:
 
 
 def secrets_of(cfg: Config) -> list[str]:
-    """Literal secret strings (passwords) that must never appear in logs or reports."""
+    """Literal secret strings (passwords) that must never appear in logs or reports. For a
+    URI or DSN only its password is secret; the rest (host, database) is worth showing."""
     found: list[str] = []
     for s in SETTINGS:
         value = cfg.raw.get(s.key, "")
@@ -247,7 +248,7 @@ def secrets_of(cfg: Config) -> list[str]:
                 found.append(pw)
         elif "=" in value:
             found += re.findall(r"password\s*=\s*(\S+)", value)
-        else:
+        elif s.key not in ("MONGO_URI", "PROD_PG_DSN"):
             found.append(value)
     return found
 

@@ -181,9 +181,19 @@ class MotoServer:
     def pid(self) -> int | None:
         try:
             pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            # When this process started the server, reap it if it exited: a zombie still
+            # answers kill(pid, 0).
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return None
+        except ChildProcessError:
+            pass
+        try:
             os.kill(pid, 0)
             return pid
-        except (OSError, ValueError):
+        except OSError:
             return None
 
     def _answers(self) -> bool:
