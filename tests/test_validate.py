@@ -334,3 +334,19 @@ def test_no_rollback_when_the_load_took_no_backup(env, dump_folder, monkeypatch)
     [report] = (env.root / "reports").glob("validation-*.json")
     assert json.loads(report.read_text())["notes"][-1] == \
         "rollback on invalid: no backup to restore (the load stamp names none)"
+
+
+def test_documents_without_id_are_matched_by_content(env):
+    # A table without a primary key: the file has no _id, the server assigns ObjectIds.
+    data = good(env)
+    data["sync_log"] = [{"platform": "p", "n": i} for i in range(6)] + [{"platform": "p", "n": 0}]
+    env.export(data)
+    env.load({"sync_log": data["sync_log"]})
+    report = validate(load_config())
+    res = report["collections"]["sync_log"]
+    assert report["ok"] and res["count"]["in_file"] == 7
+    assert res["content"]["note"] == "7 documents without _id in the file, matched by content"
+    env.coll("sync_log").delete_one({"n": 0})
+    res = validate(load_config())["collections"]["sync_log"]
+    assert (res["content"]["missing"], res["content"]["extra"]) == (1, 0)
+    assert res["content"]["examples"] == ["1 documents without _id missing"]
