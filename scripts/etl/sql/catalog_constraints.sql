@@ -1,5 +1,6 @@
 -- Primary key, unique, foreign key and check constraints of tables (not partitions),
--- with their columns in key order.
+-- with their columns in key order. A foreign key to a partitioned table is stored once more
+-- per partition (conparentid set); only the constraint that was declared is kept.
 SELECT n.nspname AS schema,
        c.relname AS "table",
        con.conname AS name,
@@ -22,6 +23,7 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_class fc ON fc.oid = con.confrelid
 LEFT JOIN pg_namespace fn ON fn.oid = fc.relnamespace
 WHERE con.contype IN ('p', 'u', 'f', 'c', 'x')
+  AND con.conparentid = 0
   AND c.relkind IN ('r', 'p')
   AND NOT c.relispartition
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')

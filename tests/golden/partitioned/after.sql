@@ -15,3 +15,9 @@ CREATE TABLE metrics_2026_11_h1 PARTITION OF metrics_2026_11 FOR VALUES WITH (MO
 CREATE TABLE metrics_2026_12 PARTITION OF metrics FOR VALUES FROM ('2026-12-01') TO ('2027-01-01');
 CREATE INDEX metrics_day_idx ON metrics (day);
 CREATE INDEX metrics_2026_12_clicks ON metrics_2026_12 (clicks);
+CREATE TABLE metric_notes (
+    id integer PRIMARY KEY,
+    metric_id bigint,
+    metric_day date,
+    FOREIGN KEY (metric_id, metric_day) REFERENCES metrics (id, day)
+);

@@ -10,3 +10,9 @@ CREATE TABLE metrics_2026_11 PARTITION OF metrics FOR VALUES FROM ('2026-11-01')
 CREATE TABLE metrics_2026_11_h0 PARTITION OF metrics_2026_11 FOR VALUES WITH (MODULUS 2, REMAINDER 0);
 CREATE TABLE metrics_2026_11_h1 PARTITION OF metrics_2026_11 FOR VALUES WITH (MODULUS 2, REMAINDER 1);
 CREATE INDEX metrics_day_idx ON metrics (day);
+CREATE TABLE metric_notes (
+    id integer PRIMARY KEY,
+    metric_id bigint,
+    metric_day date,
+    FOREIGN KEY (metric_id, metric_day) REFERENCES metrics (id, day)
+);
