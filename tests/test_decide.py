@@ -129,9 +129,10 @@ class Project:
         self.write("data/changes/latest.json", changes_doc(before, after, changes))
 
     def files(self) -> dict[str, bytes]:
-        """Every file under the root with its content: 'nothing changed' made checkable."""
+        """Every file under the root with its content: 'nothing changed' made checkable. The
+        run log (logs/) is left out: every command writes one, and it changes no state."""
         return {str(p.relative_to(self.root)): p.read_bytes() for p in sorted(self.root.rglob("*"))
-                if p.is_file() and "mongo" not in p.parts}
+                if p.is_file() and p.relative_to(self.root).parts[0] != "logs"}
 
     def read(self, rel: str) -> Any:
         return json.loads((self.root / rel).read_text(encoding="utf-8"))
