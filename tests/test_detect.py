@@ -224,3 +224,5 @@ def test_a_renamed_index_changes_the_hash_but_nothing_documents_depend_on(pg, pr
     doc = latest(project)
     assert doc["from_hash"] != doc["to_hash"] and doc["changes"] == []
     assert "No schema changes that documents depend on" in result.output
+    [record] = sorted((project / "data" / "changes").glob("*.md"))[-1:]
+    assert "No schema changes that documents depend on" in record.read_text()

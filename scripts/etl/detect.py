@@ -312,6 +312,10 @@ def render_markdown(report: dict[str, Any], detected_at: str) -> str:
         for name, t in st["tables"].items():
             out.append(f"| `{_md_cell(name)}` | {t['kind']} | {t['columns']} |")
         return "\n".join(out) + "\n"
+    if not report["changes"] and report["from_hash"] != report["to_hash"]:
+        out.append("No schema changes that documents depend on; the snapshot differs from the accepted one only "
+                   "in index or constraint names, column order or similar details.")
+        return "\n".join(out) + "\n"
     if not report["changes"]:
         out.append("No schema changes since the accepted snapshot.")
         return "\n".join(out) + "\n"
