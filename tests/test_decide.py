@@ -192,14 +192,15 @@ def mongo_state(mongo_db) -> dict[str, list]:
 
 # --- automated (cron) mode ------------------------------------------------------------------
 
-def test_cron_stops_with_exit_3_and_writes_only_the_pending_list(proj, mongo_db):
+@pytest.mark.parametrize("flags", [[], ["--yes-safe"]], ids=["no-terminal", "yes-safe"])
+def test_cron_stops_with_exit_3_and_writes_only_the_pending_list(proj, mongo_db, flags):
     before, after = base_snapshots()
     changes = base_changes()
     proj.setup(before, after, changes)
     seed_mongo(mongo_db)
     files_before, mongo_before = proj.files(), mongo_state(mongo_db)
 
-    result = run()
+    result = run(*flags)
 
     assert result.exit_code == 3, result.output
     assert "Error: 4 schema changes wait for a decision; MongoDB was not touched" in result.output

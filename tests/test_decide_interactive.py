@@ -98,6 +98,27 @@ def test_review_asks_each_question_type(proj):
     assert ("updateMany", "campaigns", [{"$set": {"priority": {"$multiply": ["$_id", 2]}}}]) in ops
 
 
+def test_a_recorded_rename_is_shown_not_asked(proj):
+    _, _, ids = setup(proj)
+    rename = next(c for c in base_changes() if c["kind"] == "column_renamed")
+    proj.write("schemas/decisions.yaml",
+               f"format_version: 1\ndecisions:\n  {rename['id']}:\n    kind: column_renamed\n"
+               "    table: public.campaigns\n    column: name\n    action: rename\n    decided_by: alice\n"
+               "    decided_at: '2026-11-20T09:00:00Z'\n")
+
+    result = run("--interactive", "--no-counts", input="2\n1\n1\n7\n1\n2\n")
+
+    assert result.exit_code == 0, result.output
+    assert "Possible rename: campaigns.name → campaigns.title (string): recorded decision {'action': 'rename'} " \
+           "by alice" in result.output
+    assert "Is name → title a rename" not in result.output
+    assert "[4/4]" in result.output and "[5/" not in result.output
+    recorded = proj.decisions()
+    assert recorded[ids["name"]]["decided_by"] == "alice"
+    assert answers(proj)[ids["priority"]] == {"default": 7}
+    assert answers(proj)[ids["legacy_field"]] == {"action": "archive"}
+
+
 def test_answers_out_of_range_or_malformed_are_asked_again(proj):
     _, _, ids = setup(proj)
     typed = ["7", "four", "2",    # menu: out of range, not a number, then review
