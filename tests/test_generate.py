@@ -35,6 +35,9 @@ TSC = NODE_MODULES / ".bin" / "tsc"
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 DECIMAL_2 = {"type": "string", "format": "decimal", "pattern": r"^-?[0-9]+(\.[0-9]{1,2})?$",
              "x-bsonType": "decimal"}
+# etl.canonical's pattern: PostgreSQL numeric also holds NaN and ±Infinity.
+DECIMAL_ANY = {"type": "string", "format": "decimal",
+               "pattern": r"^(-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?|NaN|-?Infinity)$", "x-bsonType": "decimal"}
 
 
 def nullable(schema: dict) -> dict:
@@ -68,7 +71,7 @@ EXAMPLES: dict[str, dict] = {
                       {"name": "name_1", "keys": [["name", 1]], "unique": True, "source": "unique"}],
         "$defs": {
             "flight": {"type": "object", "x-bsonType": "object",
-                       "properties": {"_id": {"type": "integer", "x-bsonType": "int"}, "spend": DECIMAL_2,
+                       "properties": {"_id": {"type": "integer", "x-bsonType": "int"}, "spend": DECIMAL_ANY,
                                       "starts_on": {"type": "string", "format": "date", "x-bsonType": "string"}},
                        "required": ["_id", "spend"], "additionalProperties": False},
         },
@@ -115,7 +118,8 @@ GOOD_DOCS = {
     "campaigns": [
         {"_id": Int64(1), "name": "Spring", "status": "active", "budget": Decimal128("1500.50"),
          "start_date": dt.datetime(2026, 3, 1, tzinfo=UTC), "tags": ["tv"],
-         "flights": [{"_id": 10, "spend": Decimal128("99.90"), "starts_on": dt.datetime(2026, 3, 2, tzinfo=UTC)}]},
+         "flights": [{"_id": 10, "spend": Decimal128("99.90"), "starts_on": dt.datetime(2026, 3, 2, tzinfo=UTC)},
+                     {"_id": 11, "spend": Decimal128("NaN")}, {"_id": 12, "spend": Decimal128("-Infinity")}]},
         {"_id": Int64(2), "name": "Autumn", "status": "draft", "budget": None,
          "start_date": dt.datetime(2026, 9, 1, 12, 30, 15, 250000, tzinfo=UTC), "tags": [], "flights": []},
     ],

@@ -43,7 +43,7 @@ log = logging.getLogger("etl.generate")
 
 # Bump when the shape of any artifact changes, so `etl generate` rewrites them even though
 # the canonical schemas did not change.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 NODE_DRIVER = Path(__file__).with_name("node") / "generate.mjs"
 NODE_PACKAGES = ("json-schema-to-typescript", "json-schema-to-zod", "prettier", "typescript", "zod")
@@ -376,7 +376,39 @@ def render_model(c: Collection) -> str:
                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if not isinstance(code, str):
         raise GenerateError(f"{c.name}: datamodel-code-generator produced several modules")
-    return code if code.endswith("\n") else code + "\n"
+    code = code if code.endswith("\n") else code + "\n"
+    if accepts_nonfinite_decimals(c.schema):
+        models = re.findall(r"^class (\w+)\(BaseModel\):", code, re.M)
+        code += _NONFINITE_TAIL.format(models=", ".join(models))
+    return code
+
+
+# Pydantic's Decimal refuses NaN and ±Infinity unless the model allows them, and
+# datamodel-code-generator has no option for it. Classes are listed in definition order, so
+# nested models are rebuilt before the models that contain them.
+_NONFINITE_TAIL = """
+
+# NaN and ±Infinity are decimals the canonical schema accepts (PostgreSQL numeric has them).
+for _model in ({models},):
+    _model.model_config["allow_inf_nan"] = True
+    _model.model_rebuild(force=True)
+"""
+
+
+def accepts_nonfinite_decimals(schema: Any) -> bool:
+    """Whether some decimal string in the schema may be NaN or Infinity (by its pattern)."""
+    if isinstance(schema, list):
+        return any(accepts_nonfinite_decimals(item) for item in schema)
+    if not isinstance(schema, dict):
+        return False
+    if schema.get("format") == "decimal":
+        pattern = schema.get("pattern")
+        try:
+            if pattern is None or any(re.search(pattern, v) for v in ("NaN", "Infinity", "-Infinity")):
+                return True
+        except re.error:
+            return True  # a pattern Python cannot read: allow what it might allow
+    return any(accepts_nonfinite_decimals(v) for v in schema.values() if isinstance(v, (dict, list)))
 
 
 def render_contract_test(c: Collection) -> str:
