@@ -151,7 +151,8 @@ def _widens(a: str, b: str, snap_a: Snapshot, snap_b: Snapshot) -> bool:
             return na != "citext" or nb == "citext"
         if na in ("text", "citext") or not aa:
             return False
-        return nb in ("character varying", "character") and ab[0] >= aa[0]
+        # into char(n) values get padded with spaces, which reads back differently: not a widening
+        return (nb == "character varying" or na == nb == "character") and ab[0] >= aa[0]
     if na in snap_a.get("enums", {}) and nb in ("text", "citext") or (
             na in snap_a.get("enums", {}) and nb == "character varying" and not ab):
         return True
