@@ -345,8 +345,14 @@ def test_entry_whose_id_now_names_another_change(proj):
     ("    kind: column_type_changed\n    table: public.line_items\n    column: rate\n    strategy: cast\n"
      "    on_failure: fail\n    decided_at: '2026-11-20T09:00:00Z'\n",
      "decisions.yaml:3: decisions.{id}: 'decided_by' is a required property"),
+    ("    kind: column_type_changed\n    table: public.line_items\n    column: rate\n    strategy: cast\n"
+     "    on_failure: fail\n    approved: yes\n    decided_by: bob\n    decided_at: '2026-11-20T09:00:00Z'\n",
+     "decisions.yaml:9: decisions.{id}.approved: unknown key"),
+    ("    kind: column_added\n    table: public.campaigns\n    column: priority\n    default: 1\n"
+     "    backfill: id\n    decided_by: bob\n    decided_at: '2026-11-20T09:00:00Z'\n",
+     "decisions.yaml:3: decisions.{id}: a column_added decision needs exactly one of default, backfill or action"),
     ("    kind: column_type_changed\n    table: public.line_items\n    column: rate\n    strategy: [cast\n",
-     "decisions.yaml:"),
+     "decisions.yaml:8: not valid YAML/JSON: expected ',' or ']'"),
 ])
 def test_malformed_decisions_file(proj, body, message):
     before, after = base_snapshots()
@@ -455,7 +461,7 @@ def test_partial_answers_are_kept_and_the_rest_stays_pending(proj):
      "answers.yaml:3: decisions.{rename}.action: 'maybe' is not one of rename, drop_add"),
     ("decisions:\n  {rename}:\n    table: public.other\n    action: rename\n",
      "answers.yaml:2: {rename} is column_renamed public.campaigns.name, not 'public.other' (table)"),
-    ("decisions: [1, 2\n", "answers.yaml:"),
+    ("decisions: [1, 2\n", "answers.yaml:2: not valid YAML/JSON"),
 ])
 def test_bad_answers_file_changes_nothing(proj, answers, message):
     before, after = base_snapshots()

@@ -150,13 +150,17 @@ def _parse(text: str, source: str) -> Any:
 
 
 def _validate(doc: Any, raw: Any, source: str) -> None:
-    validator = jsonschema.Draft7Validator(schema())
-    errors = sorted(validator.iter_errors(doc), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
-    if not errors:
+    # best_match picks the most specific error; oneOf/allOf wrappers only say "not valid".
+    err = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(schema()).iter_errors(doc))
+    if err is None:
         return
-    # The most specific error is the useful one; oneOf/allOf wrappers only say "not valid".
-    err = jsonschema.exceptions.best_match(errors)
     path = list(err.absolute_path)
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        unknown = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        if unknown:
+            path.append(unknown[0])  # point at the key itself
+    if "propertyNames" in err.absolute_schema_path:
+        path.append(err.instance)
     line = _line_of(raw, path)
     where = f"{source}:{line}" if line else source
     at = ".".join(str(p) for p in path) or "top level"
@@ -168,7 +172,13 @@ def _message(err: jsonschema.ValidationError) -> str:
         kind = err.instance.get("kind", "?")
         return f"a {kind} decision needs exactly one of default, backfill or action"
     if err.validator == "additionalProperties":
-        return err.message.replace("Additional properties are not allowed", "unknown key")
+        return "unknown key"
+    if "propertyNames" in err.absolute_schema_path:
+        return f"{err.instance!r} is not a change id (c- and 12 hex digits)"
+    if err.validator == "pattern" and err.path and err.path[-1] == "decided_at":
+        return f"{err.instance!r} is not an ISO 8601 time such as 2026-11-26T10:00:00Z"
+    if err.validator == "const":
+        return f"must be {err.validator_value!r}"
     if err.validator == "enum":
         return f"{err.instance!r} is not one of {', '.join(map(str, err.validator_value))}"
     return err.message
