@@ -4,6 +4,7 @@ indexes and validators, verified by content checksums, against a MongoDB URI."""
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timezone
 
 import pytest
@@ -205,3 +206,19 @@ def test_load_then_validate_failure_rolls_back_to_the_pre_load_backup(env, dump_
     with pytest.raises(ValidationFailed, match=f"restored backup {pre_load}"):
         validate_and_report(load_config())
     assert state(uri, db) == after_v1
+
+
+def test_rollback_refuses_while_a_run_holds_the_lock(env, dump_folder, monkeypatch):
+    from etl import lock
+
+    make_backup(env, dump_folder)
+    monkeypatch.delenv("ETL_RUN_ID", raising=False)
+    with lock.acquire("2026-11-26-10-00-00"):
+        result = CliRunner().invoke(cli, ["rollback", "--version", VERSION, "--yes"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: another run holds the lock: pid {os.getpid()}")
+    assert connect(env[1])[env[2]].list_collection_names() == []
+    # A stage of that run (validate's rollback on invalid) runs under the run's lock.
+    monkeypatch.setenv("ETL_RUN_ID", "2026-11-26-10-00-00")
+    with lock.acquire("2026-11-26-10-00-00"):
+        assert rollback(load_config(), env[2], VERSION).collections["campaigns"]["count"] == 20

@@ -250,6 +250,21 @@ def rollback(cfg: Config, db: str, version: str) -> RollbackResult:
         raise BackupError(f"backup {version} of {db} lists no collections")
     verify(folder)
 
+    with _exclusive():
+        return _restore(cfg, db, version, folder, entries)
+
+
+def _exclusive():
+    """The run lock, unless this process is a stage of a run that already holds it (validate's
+    rollback on invalid): a rollback must never interleave with a load."""
+    from contextlib import nullcontext
+
+    from etl import lock, runlog
+
+    return nullcontext() if runlog.current_run_id() else lock.acquire()
+
+
+def _restore(cfg: Config, db: str, version: str, folder: Path, entries: dict) -> RollbackResult:
     pinned = _pin(folder)
     client = connect(cfg["MONGO_URI"])
     try:
