@@ -4,9 +4,11 @@ and one clear line for every kind of bad input."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 
@@ -29,8 +31,10 @@ def _chinook_script() -> str:
 @pytest.fixture(scope="module")
 def chinook(pg):
     db = pg.create_db("snap_chinook")
+    # The script is UTF-8 (names like "Antônio Carlos Jobim"); say so rather than trust the locale.
     proc = subprocess.run([pg_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", pg.dsn(db)],
-                          input=_chinook_script(), capture_output=True, text=True, encoding="utf-8")
+                          input=_chinook_script(), capture_output=True, text=True, encoding="utf-8",
+                          env={**os.environ, "PGCLIENTENCODING": "UTF8"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     return db
 
@@ -51,6 +55,8 @@ def test_chinook_snapshots_and_resnapshots_with_no_change(pg, chinook):
     assert price["type"] == "numeric(10,2)" and price["nullable"] is False and price["position"] == 9
     composite = first["tables"]["public.playlist_track"]["primary_key"]["columns"]
     assert composite == ["playlist_id", "track_id"]
+    with psycopg.connect(pg.dsn(chinook)) as conn:  # the data arrived as UTF-8, not mangled
+        assert conn.execute("SELECT name FROM artist WHERE artist_id = 6").fetchone()[0] == "Antônio Carlos Jobim"
 
 
 SCHEMA = """
