@@ -16,7 +16,7 @@ from etl.cli import cli
 from etl.errors import MigrationError
 from etl.migrate import RECORDS, Step, apply_migration, apply_pending, parse_script, render_script, write_script
 from etl.mongo import connect
-from etl.plan import _cast_steps
+from etl.plan import cast_steps
 
 REPO = Path(__file__).resolve().parents[1]
 WHEN = dt.datetime(2026, 11, 26, 10, 0, tzinfo=dt.timezone.utc)
@@ -154,7 +154,7 @@ def _supports_convert(db) -> bool:
 def test_cast_follows_its_failure_policy_or_the_refusal_is_named(db, tmp_path, on_failure):
     rows = [{"_id": 1, "rate": "1.5"}, {"_id": 2, "rate": "n/a"}, {"_id": 3, "rate": None}]
     db.line_items.insert_many(rows)
-    path = _write(tmp_path, _cast_steps("line_items", "rate", "double", on_failure, "line_items.rate"))
+    path = _write(tmp_path, cast_steps("line_items", "rate", "double", on_failure, "line_items.rate"))
     if not _supports_convert(db):
         with pytest.raises(MigrationError) as info:
             apply_migration(db, path, "v1")

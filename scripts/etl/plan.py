@@ -159,7 +159,7 @@ def _convert(source: str, to: str, on_error: Any = ..., ) -> dict[str, Any]:
     return {"$convert": spec}
 
 
-def _cast_steps(coll: str, fld: str, to_bson: str, on_failure: str, what: str) -> list[Step]:
+def cast_steps(coll: str, fld: str, to_bson: str, on_failure: str, what: str) -> list[Step]:
     target = CONVERTIBLE[to_bson]
     present = {fld: {"$exists": True, "$ne": None}}
     failed = {"$and": [present, {"$expr": {"$eq": [_convert("$" + fld, target, _FAILED), _FAILED]}}]}
@@ -283,7 +283,7 @@ def plan_change(change: dict[str, Any], answer: dict[str, Any], before: dict, af
         if old.bson == new.bson:
             out["notes"].append(f"stored type stays {new.bson}: no document update needed")
         elif new.bson in CONVERTIBLE:
-            out["steps"] += _cast_steps(new.collection, new.field, new.bson, on_failure, what)
+            out["steps"] += cast_steps(new.collection, new.field, new.bson, on_failure, what)
         else:
             out["notes"].append(f"no server-side cast to {new.bson}: documents from PostgreSQL get the "
                                 "new type at the next load; documents only in MongoDB keep the old one")
