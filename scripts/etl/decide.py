@@ -428,9 +428,9 @@ def ask(change: dict[str, Any], after, index: int, total: int) -> dict[str, Any]
     where = f"{collection_name(table)}.{column}" if column else collection_name(table)
 
     if kind == "column_added":
-        from etl.plan import _info
+        from etl.plan import field_info
 
-        info = _info(after, table, column)
+        info = field_info(after, table, column)
         nullable = to.get("nullable", True)
         options = ([("accept", f"load it as {info.field} ({info.bson}); existing documents get no value")]
                    if nullable else [])

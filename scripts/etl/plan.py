@@ -188,7 +188,7 @@ def _where(table: str, column: str | None) -> str:
     return f"{collection_name(table)}.{column}" if column else collection_name(table)
 
 
-def _info(index: dict[tuple[str, str], FieldInfo], table: str, column: str, bson: str = "?") -> FieldInfo:
+def field_info(index: dict[tuple[str, str], FieldInfo], table: str, column: str, bson: str = "?") -> FieldInfo:
     return index.get((table, column)) or FieldInfo(collection_name(table), column, bson, {})
 
 
@@ -214,7 +214,7 @@ def plan_change(change: dict[str, Any], answer: dict[str, Any], before: dict, af
         return out
 
     if kind == "column_added":
-        info = _info(after, table, column)
+        info = field_info(after, table, column)
         out["schema"].append({"collection": info.collection, "op": "added", "field": info.field,
                               "bson": info.bson, "required": not to.get("nullable", True),
                               "after": _field_schema(info)})
@@ -236,7 +236,7 @@ def plan_change(change: dict[str, Any], answer: dict[str, Any], before: dict, af
                                          update=[{"$set": {info.field: expression}}],
                                          comment=f"{what}: backfill {answer['backfill']}"))
     elif kind == "column_removed":
-        info = _info(before, table, column)
+        info = field_info(before, table, column)
         out["schema"].append({"collection": info.collection, "op": "removed", "field": info.field,
                               "bson": info.bson, "before": _field_schema(info)})
         present = {info.field: {"$exists": True}}
@@ -253,11 +253,11 @@ def plan_change(change: dict[str, Any], answer: dict[str, Any], before: dict, af
                                      comment=f"{what}: dropped column, values removed"))
         out["mongodb"].append(f"validator of {info.collection}: field {info.field} removed")
     elif kind == "column_renamed":
-        old = _info(before, table, frm.get("name") or column)
+        old = field_info(before, table, frm.get("name") or column)
         for (_, c), i in before.items():  # the table itself may have been renamed too
             if c == (frm.get("name") or column) and i.collection == collection_name(table):
                 old = i
-        new = _info(after, table, to.get("name") or column)
+        new = field_info(after, table, to.get("name") or column)
         if action == "rename":
             out["schema"].append({"collection": new.collection, "op": "renamed", "from": old.field,
                                   "field": new.field, "bson": new.bson})
@@ -273,7 +273,7 @@ def plan_change(change: dict[str, Any], answer: dict[str, Any], before: dict, af
                                      comment=f"{what}: treated as drop + add; old values removed"))
         out["mongodb"].append(f"validator of {new.collection}: {old.field} → {new.field}")
     elif kind == "column_type_changed":
-        old, new = _info(before, table, column), _info(after, table, column)
+        old, new = field_info(before, table, column), field_info(after, table, column)
         out["schema"].append({"collection": new.collection, "op": "changed", "field": new.field,
                               "from": {"pg": frm.get("type"), "bson": old.bson},
                               "to": {"pg": to.get("type"), "bson": new.bson},
@@ -314,7 +314,7 @@ def plan_change(change: dict[str, Any], answer: dict[str, Any], before: dict, af
                               + (f" ({cols})" if cols else ""))
     elif kind in ("column_nullability_changed", "check_added", "check_removed", "enum_value_added",
                   "enum_value_removed", "domain_changed", "column_default_changed"):
-        info = _info(after, table, column) if column else None
+        info = field_info(after, table, column) if column else None
         target = f"{info.collection}.{info.field}" if info else collection_name(table)
         if kind == "column_nullability_changed" and info:
             out["schema"].append({"collection": info.collection, "op": "changed", "field": info.field,
@@ -498,7 +498,7 @@ def check_default(change: dict[str, Any], answer: dict[str, Any], after: dict[tu
     """A default must be a value of the new field's type; said with the decision's line."""
     if change["kind"] != "column_added" or "default" not in answer:
         return
-    info = _info(after, change["table"], change["column"])
+    info = field_info(after, change["table"], change["column"])
     try:
         coerce_default(answer["default"], info.bson)
     except ValueError as exc:
