@@ -226,3 +226,24 @@ def test_a_renamed_index_changes_the_hash_but_nothing_documents_depend_on(pg, pr
     assert "No schema changes that documents depend on" in result.output
     [record] = sorted((project / "data" / "changes").glob("*.md"))[-1:]
     assert "No schema changes that documents depend on" in record.read_text()
+
+
+def test_values_compare_alike_from_postgresql_and_mongodb():
+    import datetime as dt
+    import uuid
+    from decimal import Decimal
+
+    from bson import Binary, Decimal128
+
+    from etl.detect import _comparable
+
+    uid = uuid.uuid4()
+    utc = dt.timezone.utc
+    pairs = [(Decimal("10.50"), Decimal128("10.5")), (3, 3.0),
+             (dt.date(2026, 1, 2), dt.datetime(2026, 1, 2, tzinfo=utc)),
+             (dt.datetime(2026, 1, 2, 3, 4), dt.datetime(2026, 1, 2, 3, 4, tzinfo=utc)),
+             (uid, Binary(uid.bytes, 4)), ([Decimal("1.0"), None], [Decimal128("1"), None]),
+             ({"a": Decimal("2")}, {"a": 2})]
+    for pg_value, mongo_value in pairs:
+        assert _comparable(pg_value) == _comparable(mongo_value), (pg_value, mongo_value)
+    assert _comparable(Decimal("10.5")) != _comparable("10.5")

@@ -96,6 +96,10 @@ def _comparable(value: Any) -> Any:
         return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
     if isinstance(value, uuid.UUID):
         return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_comparable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _comparable(v) for k, v in value.items()}
     return value
 
 
