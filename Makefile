@@ -94,7 +94,7 @@ $(CHANGES): $(SNAPSHOT) $(wildcard schemas/accepted.json)
 	@$(ETL) detect
 
 $(DECIDED): $(CHANGES) $(wildcard $(DECISIONS))
-	@$(ETL) decide $(if $(INTERACTIVE),--interactive) $(if $(DECISIONS_FILE),--decisions $(DECISIONS_FILE))
+	@$(ETL) decide $(if $(INTERACTIVE),--interactive,--yes-safe) $(if $(DECISIONS_FILE),--decisions $(DECISIONS_FILE))
 
 # canonical rewrites nothing that did not change, so its outputs keep old mtimes; the stamp
 # records that it ran, so an unchanged night does not rerun it.
@@ -144,6 +144,9 @@ rollback: $(BOOT) ## Restore a backup: make rollback VERSION=2025-06-28-001 [DB=
 	@test -n "$(VERSION)" || { echo "usage: make rollback VERSION=YYYY-MM-DD-NNN [DB=…]" >&2; exit 1; }
 	@$(ETL) rollback --version '$(VERSION)' --db $(DB) --yes
 
+migrate: $(BOOT) ## Apply pending migration scripts (data/migrations) to DB; BACKUP_VERSION=… records the backup
+	@$(ETL) migrate --db $(DB) $(if $(BACKUP_VERSION),--backup-version $(BACKUP_VERSION))
+
 status: $(BOOT) ## Collections, counts, accepted schema, last run, latest backup
 	@$(ETL) status --db $(DB)
 
@@ -160,7 +163,10 @@ services-up: $(BOOT) ## Start the local PostgreSQL cluster and S3 server
 services-down: $(BOOT) ## Stop them (data folders stay)
 	@$(ETL) services down
 
-services-status: $(BOOT) ## What runs where
+services-migrate: $(BOOT) ## Apply pending migration scripts (data/migrations) to DB; BACKUP_VERSION=… records the backup
+	@$(ETL) migrate --db $(DB) $(if $(BACKUP_VERSION),--backup-version $(BACKUP_VERSION))
+
+status: $(BOOT) ## What runs where
 	@$(ETL) services status
 
 ## ---- development --------------------------------------------------------------------
@@ -197,5 +203,5 @@ help: ## This list
 
 FORCE:
 .PHONY: all demo pipeline acquire restore snapshot decide canonical generate mongo-schema transform \
-	load validate test-data push detect list-versions rollback status compare config services-up \
+	load validate test-data push detect list-versions rollback migrate status compare config services-up \
 	services-down services-status test bench node-deps wire-deps clean help FORCE
