@@ -103,3 +103,8 @@ class MigrationError(EtlError):
 
 class PushError(EtlError):
     """Uploading the export to S3 failed: endpoint unreachable, bucket missing, no credentials."""
+
+
+class ValidationError(EtlError):
+    """Validation could not run: no transformed export, or an unreadable manifest or schema.
+    (Data that fails its checks is ValidationFailed, exit 4.)"""

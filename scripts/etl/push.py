@@ -31,7 +31,7 @@ import click
 
 from etl.cli import config_options
 from etl.config import Config, mask_uri
-from etl.errors import PushError
+from etl.errors import PushError, ValidationError
 from etl.fsutil import sha256_file
 from etl.mongo import check_db_name
 from etl.paths import paths
@@ -185,7 +185,10 @@ def push(cfg: Config, db: str | None = None, *, folder: Path | None = None,
 
     db = check_db_name(db or cfg["MONGO_DB_NAME"])
     folder = folder or paths.transformed / db
-    manifest = read_manifest(folder)
+    try:
+        manifest = read_manifest(folder)
+    except ValidationError as exc:  # the same missing or unreadable export, reported as a push error
+        raise PushError(str(exc), hint=exc.hint) from None
     files = export_files(folder, manifest)
     version = export_version(manifest, files)
     bucket = cfg["S3_BUCKET"]

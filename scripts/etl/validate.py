@@ -42,7 +42,7 @@ from pymongo.errors import PyMongoError
 from etl import bsondump
 from etl.cli import config_options
 from etl.config import Config
-from etl.errors import DatabaseError, EtlError, ValidationFailed
+from etl.errors import DatabaseError, ValidationError, ValidationFailed
 from etl.fsutil import read_json, write_atomic
 from etl.mongo import check_db_name, connect
 from etl.paths import paths
@@ -141,11 +141,11 @@ def manifest_collections(manifest: Mapping) -> dict[str, ManifestEntry]:
 def read_manifest(folder: Path) -> dict:
     path = folder / "manifest.json"
     if not path.is_file():
-        raise EtlError(f"{path} not found", hint="run `make transform` first")
+        raise ValidationError(f"{path} not found", hint="run `make transform` first")
     try:
         return read_json(path)
     except (OSError, ValueError) as exc:
-        raise EtlError(f"{path} is not readable JSON: {exc}") from None
+        raise ValidationError(f"{path} is not readable JSON: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,10 +192,6 @@ def content_digest(docs: Iterable[Mapping]) -> Digest:
     return Digest(len(digests), combine(digests))
 
 
-def file_digest(path: Path) -> Digest:
-    return content_digest(iter_bson(path)) if path.is_file() else Digest(0, combine([]))
-
-
 def collection_digest(coll) -> Digest:
     return content_digest(read_docs(coll))
 
@@ -228,7 +224,7 @@ def schema_validator(path: Path):
     try:
         cls.check_schema(schema)
     except SchemaError as exc:
-        raise EtlError(f"{path.name} is not a valid JSON Schema: {exc.message}") from None
+        raise ValidationError(f"{path.name} is not a valid JSON Schema: {exc.message}") from None
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
@@ -520,7 +516,7 @@ def validate(cfg: Config, db: str | None = None, *, sample: int | None = None,
     manifest = read_manifest(folder)
     entries = manifest_collections(manifest)
     if not entries:
-        raise EtlError(f"{folder / 'manifest.json'} lists no collections")
+        raise ValidationError(f"{folder / 'manifest.json'} lists no collections")
     notes: list[str] = []
     if references is None:
         references, notes = _load_references()
