@@ -443,8 +443,8 @@ def test_inline_refs_keeps_sibling_keywords():
 # ---------------------------------------------------------------- the committed artifacts
 
 
-def test_committed_artifacts_are_current(tmp_path, node_ready):
-    """generated/ in the repository is exactly what schemas/collections/ generates today."""
+def test_generated_artifacts_are_current(tmp_path, node_ready):
+    """generated/ in the project is exactly what its schemas/collections/ generates today."""
     committed = SOURCE_ROOT / "generated"
     schemas = SOURCE_ROOT / "schemas" / "collections"
     owned = [p for sub in gen.OWNED_DIRS for p in (committed / sub).glob("*") if p.is_file()]
