@@ -523,10 +523,12 @@ def write_artifacts(files: dict[str, str], out_dir: Path) -> GenerateResult:
 
 
 def _freshen_marker(marker: Path, schema_dir: Path) -> None:
-    # index.json also records the mapping's hash, so it can change while the schemas do not.
-    # The marker is Make's target for this stage: bring its mtime past the inputs, or Make
-    # would run this no-op again on every build.
-    newest = max((p.stat().st_mtime for p in schema_dir.iterdir() if p.is_file()), default=0.0)
+    # index.json also records the mapping's hash, and package-lock.json packages this stage
+    # does not use, so either can change while the artifacts stay current. The marker is
+    # Make's target for this stage: bring its mtime past the inputs, or Make would run this
+    # no-op again on every build.
+    inputs = [p for p in schema_dir.iterdir() if p.is_file()] + [SOURCE_ROOT / "package-lock.json"]
+    newest = max((p.stat().st_mtime for p in inputs if p.is_file()), default=0.0)
     if marker.stat().st_mtime < newest:
         marker.touch()
 
