@@ -130,10 +130,10 @@ $(PUSHED): $(VALIDATED)
 	@$(ETL) push
 	@mkdir -p $(@D) && touch $@
 
-detect: $(BOOT) ## Snapshot now and report schema changes (exit 2 with EXIT_CODE=1 when any)
+detect: $(BOOT) ## Snapshot now and report schema changes (EXIT_CODE=1: exit 2 when any; JSON=1)
 	@$(MAKE) $(RESTORED)
 	@$(ETL) snapshot
-	@$(ETL) detect $(if $(EXIT_CODE),--exit-code)
+	@$(ETL) detect $(if $(EXIT_CODE),--exit-code) $(if $(JSON),--json)
 
 ## ---- operations -----------------------------------------------------------------------
 
@@ -174,7 +174,7 @@ status: $(BOOT) ## What runs where
 test: $(BOOT) node-deps wire-deps ## Run the test suite (starts its own PostgreSQL, S3, MongoDB stand-ins)
 	@$(PYTEST) $(PYTEST_ARGS)
 
-bench: $(BOOT) ## Benchmarks; results in bench/results.json
+bench: $(BOOT) ## Benchmarks; results in bench/*.json, summarised in the README
 	@$(VENV)/bin/python bench/bench_snapshot.py
 	@$(VENV)/bin/python bench/bench_transform_load.py
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 import uuid
 from pathlib import Path
@@ -131,8 +132,13 @@ def project(tmp_path, monkeypatch, pg, s3_server, mongo_base_uri):
     root = tmp_path / "project"
     root.mkdir()
     shutil.copy(REPO / "pipeline.env", root / "pipeline.env")
-    if (REPO / "schemas").is_dir():
-        shutil.copytree(REPO / "schemas", root / "schemas", ignore=shutil.ignore_patterns("snapshots"))
+    # Only what a fresh clone has: a demo run's untracked outputs must not leak into tests.
+    tracked = subprocess.run(["git", "ls-files", "-z", "schemas"], cwd=REPO, capture_output=True,
+                             check=True).stdout.decode().split("\0")
+    for name in filter(None, tracked):
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
     db = f"media_tool_{uuid.uuid4().hex[:8]}"
     for key, value in pg.env(db).items():
         monkeypatch.setenv(key, value)
