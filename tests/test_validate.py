@@ -350,3 +350,45 @@ def test_documents_without_id_are_matched_by_content(env):
     res = validate(load_config())["collections"]["sync_log"]
     assert (res["content"]["missing"], res["content"]["extra"]) == (1, 0)
     assert res["content"]["examples"] == ["1 documents without _id missing"]
+
+
+def with_source(env, pg, monkeypatch, restored_sha="d" * 64, campaigns_rows=10):
+    """A restored PostgreSQL database holding the source tables, recorded as data/restored.json."""
+    values = ", ".join(f"({i})" for i in range(campaigns_rows))
+    name = pg.create_db(sql="CREATE TABLE advertisers (id int PRIMARY KEY);"
+                            "INSERT INTO advertisers VALUES (1), (2), (3);"
+                            'CREATE SCHEMA "sales"; CREATE TABLE sales.campaigns (id int PRIMARY KEY);'
+                            f"INSERT INTO sales.campaigns VALUES {values};")
+    for key, value in pg.env(name).items():
+        monkeypatch.setenv(key, value)
+    (env.root / "data" / "restored.json").write_text(json.dumps({"database": name, "sha256": restored_sha}))
+    manifest_path = env.folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["source_dump"] = {"file": "data/dumps/x.dump", "sha256": "d" * 64}
+    manifest["collections"]["advertisers"]["table"] = "public.advertisers"
+    manifest["collections"]["campaigns"]["table"] = "sales.campaigns"
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def test_counts_are_compared_with_the_source_tables(env, pg, monkeypatch):
+    good(env)
+    with_source(env, pg, monkeypatch)
+    report = validate(load_config())
+    assert report["ok"], report["failures"]
+    assert report["collections"]["campaigns"]["count"]["source_rows"] == 10
+    assert not [n for n in report["notes"] if n.startswith("source counts")]
+
+
+def test_a_row_the_transform_dropped_is_caught_at_the_source(env, pg, monkeypatch):
+    good(env)  # files and MongoDB agree with each other…
+    with_source(env, pg, monkeypatch, campaigns_rows=11)  # …but the source has one row more
+    report = validate(load_config())
+    assert report["failures"] == ["campaigns: 10 documents in MongoDB, 11 rows in sales.campaigns"]
+
+
+def test_source_counts_are_skipped_when_the_restored_dump_moved_on(env, pg, monkeypatch):
+    good(env)
+    with_source(env, pg, monkeypatch, restored_sha="e" * 64, campaigns_rows=11)
+    report = validate(load_config())
+    assert report["ok"]
+    assert "source counts not checked: the restored dump is not the one the export was made from" in report["notes"]

@@ -89,6 +89,7 @@ class ManifestEntry:
     metadata_sha256: str | None = None
     skipped: int = 0
     rows: int | None = None
+    table: str | None = None  # the source table, `schema.name`
 
 
 def _first(entry: Mapping, *keys: str) -> Any:
@@ -134,6 +135,7 @@ def manifest_collections(manifest: Mapping) -> dict[str, ManifestEntry]:
             metadata_sha256=file_sha(entry, f"{name}.metadata.json", "metadata_sha256"),
             skipped=int(_first(entry, "skipped", "skips") or 0),
             rows=int(rows) if rows is not None else None,
+            table=entry.get("table"),
         )
     return out
 
@@ -346,6 +348,39 @@ def check_validator(db, name: str, fallback: dict | None) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# Source row counts
+
+
+def source_counts(cfg: Config, manifest: Mapping, entries: dict[str, ManifestEntry]) -> tuple[dict[str, int], str | None]:
+    """Rows per collection's source table in the restored PostgreSQL database, when it still
+    holds the dump the export was made from; else ({}, why not)."""
+    import psycopg
+    from psycopg import sql
+
+    from etl.config import pg_conninfo
+
+    try:
+        restored = read_json(paths.restored)
+    except (OSError, ValueError):
+        return {}, "source counts not checked: no restored database recorded (data/restored.json)"
+    transformed_from = (manifest.get("source_dump") or {}).get("sha256")
+    if restored.get("sha256") and transformed_from and restored["sha256"] != transformed_from:
+        return {}, "source counts not checked: the restored dump is not the one the export was made from"
+    tables = {name: e.table for name, e in entries.items() if e.table}
+    counts: dict[str, int] = {}
+    try:
+        with psycopg.connect(pg_conninfo(cfg, restored.get("database") or cfg["LOCAL_PG_DB"])) as conn:
+            for name, table in sorted(tables.items()):
+                schema, _, relname = table.rpartition(".")
+                ident = sql.Identifier(schema or "public", relname)
+                counts[name] = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()[0]
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return {}, f"source counts not checked: PostgreSQL: {first[:160]}"
+    return counts, None
+
+
+# ---------------------------------------------------------------------------------------------
 # One collection
 
 
@@ -374,7 +409,7 @@ class _Sample:
 
 
 def check_collection(db, name: str, folder: Path, entry: ManifestEntry, sample: int,
-                     schema_dir: Path) -> dict:
+                     schema_dir: Path, source_rows: int | None = None) -> dict:
     """Count, content, schema and validator checks of one collection against its files."""
     bson_path = folder / f"{name}.bson"
     expected: dict[bytes, bytes] = {}
@@ -463,6 +498,12 @@ def check_collection(db, name: str, folder: Path, entry: ManifestEntry, sample: 
         result["count"]["ok"] = False
         result["count"]["note"] = (f"manifest: {entry.rows} rows - {entry.skipped} skipped "
                                    f"!= {expected_count} documents")
+    if source_rows is not None:
+        result["count"]["source_rows"] = source_rows
+        if source_rows - entry.skipped != len(actual):
+            result["count"]["ok"] = False
+            result["count"]["note"] = (f"{name}: {len(actual)} documents in MongoDB, {source_rows} rows in "
+                                       f"{entry.table}" + (f" - {entry.skipped} skipped" if entry.skipped else ""))
     result["ok"] = all(result[k]["ok"] for k in ("count", "content", "schema", "validator"))
     return result
 
@@ -520,12 +561,16 @@ def validate(cfg: Config, db: str | None = None, *, sample: int | None = None,
     notes: list[str] = []
     if references is None:
         references, notes = _load_references()
+    sources, why_not = source_counts(cfg, manifest, entries)
+    if why_not:
+        notes.append(why_not)
 
     started = datetime.now(timezone.utc)
     client = connect(cfg["MONGO_URI"])
     try:
         mdb = client[db]
-        collections = {name: check_collection(mdb, name, folder, entry, sample, schema_dir)
+        collections = {name: check_collection(mdb, name, folder, entry, sample, schema_dir,
+                                              sources.get(name))
                        for name, entry in sorted(entries.items())}
         refs = [check_reference(mdb, ref) for ref in references
                 if ref.collection in entries and ref.target in entries]
