@@ -104,7 +104,7 @@ $(DECIDED): $(CHANGES) $(wildcard $(DECISIONS))
 
 $(CANONICAL) $(MAPPING): .make/canonical.stamp ;
 
-$(GENERATED): $(CANONICAL)
+$(GENERATED): $(CANONICAL) package-lock.json | node-deps
 	@$(ETL) generate
 
 $(MONGO_SCHEMA): $(CANONICAL)
