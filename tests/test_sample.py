@@ -291,3 +291,17 @@ def test_uploaded_sample_travels_through_acquire_and_restore_unchanged(project, 
     cfg = load_config()
     with psycopg.connect(pg.dsn(cfg["LOCAL_PG_DB"])) as conn:
         assert table_stats(conn) == side["tables"]
+
+
+@pytest.mark.parametrize("sidecar", ["[1, 2]", "{not json", '{"format_version": 1, "dump": "x"}'])
+def test_unreadable_sidecar_means_rebuild_not_crash(pg, base, tmp_path, sidecar):
+    from etl.sample import up_to_date
+
+    result, _ = base
+    copy = tmp_path / "media_tool.dump"
+    shutil.copy(result.path, copy)
+    sidecar_path(copy).write_text(sidecar)
+    assert up_to_date(copy, SampleParams(SEED, METRICS, "base")) is None
+    shutil.copy(sidecar_path(result.path), sidecar_path(copy))
+    assert up_to_date(copy, SampleParams(SEED, METRICS, "base")) is not None
+    assert up_to_date(copy, SampleParams(SEED, METRICS + 1, "base")) is None

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TextIO
 
 import click
 import psycopg
@@ -270,7 +270,8 @@ def up_to_date(out_path: Path, params: SampleParams) -> dict[str, Any] | None:
         record = read_json(side)
     except ValueError:
         return None
-    dump = record.get("dump", {}) if isinstance(record, dict) else {}
+    if not isinstance(record, dict) or not isinstance(dump := record.get("dump"), dict):
+        return None
     if record.get("format_version") != SIDECAR_FORMAT or record.get("params") != params.record():
         return None
     if dump.get("size") != out_path.stat().st_size or dump.get("sha256") != sha256_file(out_path):
@@ -280,7 +281,7 @@ def up_to_date(out_path: Path, params: SampleParams) -> dict[str, Any] | None:
 
 def build_sample(conninfo_admin: str, out_path: Path | None = None, seed: int = DEFAULT_SEED,
                  metrics_rows: int = DEFAULT_METRICS_ROWS, variant: str = "base", *,
-                 force: bool = False, progress_stream=None) -> SampleResult:
+                 force: bool = False, progress_stream: TextIO | None = None) -> SampleResult:
     """Generate the sample in a scratch database next to `conninfo_admin`'s, dump it to
     `out_path` (atomically) with a sidecar `<out>.json`, and drop the scratch database.
 
@@ -320,6 +321,8 @@ def build_sample(conninfo_admin: str, out_path: Path | None = None, seed: int = 
                 admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
         except EtlError as exc:
             log.warning("scratch database %s was not dropped: %s", scratch, exc.line())
+        except psycopg.Error as exc:
+            log.warning("scratch database %s was not dropped: %s", scratch, _first_line(exc))
 
     seconds = round(time.monotonic() - started, 2)
     size, digest = out_path.stat().st_size, sha256_file(out_path)
