@@ -12,11 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 from click.testing import CliRunner
-
 from etl.cli import cli
 from etl.config import load_config
-from etl.sample import (SampleParams, build_sample, default_out, seed_s3, sidecar_path, split_steps,
-                        table_stats)
+from etl.sample import SampleParams, build_sample, default_out, seed_s3, sidecar_path, split_steps, table_stats
 from etl.services import pg_tool
 
 SEED = 7
@@ -112,14 +110,18 @@ def test_schema_has_the_shapes_the_pipeline_must_handle(pg, base):
              ("media_buys", "line_items"), ("media_buys", "platforms"), ("daily_metrics", "media_buys"),
              ("campaigns", "users")}
     assert chain <= fks
-    kinds = {k for (k,) in query(pg, db, "SELECT DISTINCT contype::text FROM pg_constraint WHERE connamespace = 'public'::regnamespace")}
+    kinds = {k for (k,) in query(pg, db, "SELECT DISTINCT contype::text FROM pg_constraint"
+                                         " WHERE connamespace = 'public'::regnamespace")}
     assert {"p", "f", "u", "c"} <= kinds
-    assert query(pg, db, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public' AND indexname LIKE '%\\_idx'")[0][0] >= 5
+    plain = query(pg, db, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public' AND indexname LIKE '%\\_idx'")
+    assert plain[0][0] >= 5
 
-    nulls = query(pg, db, """SELECT count(*) FILTER (WHERE end_date IS NULL), count(*) FILTER (WHERE legacy_field IS NULL),
+    nulls = query(pg, db, """SELECT count(*) FILTER (WHERE end_date IS NULL),
+                                    count(*) FILTER (WHERE legacy_field IS NULL),
                                     count(*) FILTER (WHERE targeting IS NULL) FROM campaigns""")[0]
     assert all(0 < n < 800 for n in nulls)
-    nested = query(pg, db, "SELECT count(*) FROM campaigns WHERE jsonb_typeof(targeting -> 'geo' -> 'countries') = 'array'")
+    nested = query(pg, db, "SELECT count(*) FROM campaigns"
+                           " WHERE jsonb_typeof(targeting -> 'geo' -> 'countries') = 'array'")
     assert nested[0][0] > 0
 
 
@@ -234,7 +236,8 @@ def test_upload_without_a_dump_says_what_to_do(tmp_path, monkeypatch):
 
 
 def test_split_steps_keeps_order_and_statements_before_the_first_marker():
-    text = "-- intro\nCREATE TABLE a ();\n-- @step one\nSELECT 1;\n-- @step empty\n-- only a comment\n-- @step two\nSELECT 2;\n"
+    text = ("-- intro\nCREATE TABLE a ();\n-- @step one\nSELECT 1;\n"
+            "-- @step empty\n-- only a comment\n-- @step two\nSELECT 2;\n")
     assert split_steps(text, "schema") == [("schema", "-- intro\nCREATE TABLE a ();"), ("one", "SELECT 1;"),
                                            ("two", "SELECT 2;")]
 
@@ -275,7 +278,8 @@ def test_failed_generation_keeps_the_previous_dump_and_drops_the_scratch_databas
         build_sample(pg.dsn(), out, SEED, METRICS, "base")
     assert out.read_bytes() == before
     assert list(tmp_path.glob(".media_tool.dump.*")) == []
-    assert query(pg, "postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'media\\_tool\\_sample\\_%'")[0][0] == 0
+    leftover = query(pg, "postgres", "SELECT datname FROM pg_database WHERE datname LIKE 'media\\_tool\\_sample\\_%'")
+    assert leftover == []
 
 
 def test_uploaded_sample_travels_through_acquire_and_restore_unchanged(project, pg, s3, monkeypatch):

@@ -205,7 +205,8 @@ def generate(conn: psycopg.Connection, params: SampleParams,
             try:
                 conn.execute(body)
             except psycopg.Error as exc:
-                raise SampleError(f"generating the sample failed at {path.name} step {name!r}: {_first_line(exc)}") from None
+                raise SampleError(f"generating the sample failed at {path.name} step {name!r}: "
+                                  f"{_first_line(exc)}") from None
             on_step(name)
 
 
