@@ -135,6 +135,12 @@ detect: $(BOOT) ## Snapshot now and report schema changes (EXIT_CODE=1: exit 2 w
 	@$(ETL) snapshot
 	@$(ETL) detect $(if $(EXIT_CODE),--exit-code) $(if $(JSON),--json)
 
+sample: $(BOOT) ## Build the sample dump and put it in the local S3 (SEED=…, METRICS_ROWS=…, FORCE=1)
+	@$(ETL) sample $(if $(SEED),--seed $(SEED)) $(if $(METRICS_ROWS),--metrics-rows $(METRICS_ROWS)) $(if $(FORCE),--force) --upload
+
+sample-changed: $(BOOT) ## Upload the sample after a schema release; the next `make all` detects it
+	@$(ETL) sample --variant changed --upload
+
 ## ---- operations -----------------------------------------------------------------------
 
 list-versions: $(BOOT) ## List backup versions (DB=…)
@@ -204,4 +210,4 @@ help: ## This list
 FORCE:
 .PHONY: all demo pipeline acquire restore snapshot decide canonical generate mongo-schema transform \
 	load validate test-data push detect list-versions rollback migrate status compare config services-up \
-	services-down services-status test bench node-deps wire-deps clean help FORCE
+	services-down services-status sample sample-changed test bench node-deps wire-deps clean help FORCE

@@ -59,6 +59,9 @@ def test_s3_latest_dump_is_acquired_verified_and_restored(project, pg, s3_env, t
     client.upload_file(str(old), bucket, "postgres-exports/media_tool-2026-11-24.dump")
     client.upload_file(str(new), bucket, "postgres-exports/media_tool-2026-11-25.dump")
     client.put_object(Bucket=bucket, Key="elsewhere/other.dump", Body=b"not under the prefix")
+    # An export pushed back later, and a sidecar: newer, under the prefix, never a dump.
+    client.put_object(Bucket=bucket, Key="postgres-exports/bravo-1/abc123/manifest.json", Body=b"{}")
+    client.put_object(Bucket=bucket, Key="postgres-exports/media_tool-2026-11-25.dump.json", Body=b"{}")
 
     result = run("acquire", "--source", "s3", "--auto-latest")
     assert result.exit_code == 0, result.output

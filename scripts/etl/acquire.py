@@ -101,9 +101,12 @@ def latest_s3_key(s3, bucket: str, prefix: str) -> dict:
 
     newest = None
     try:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        # Only objects directly under the prefix: exports pushed back to S3 live in
+        # <prefix><db>/<version>/ and must never be mistaken for a dump.
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+        for page in pages:
             for obj in page.get("Contents", []):
-                if obj["Key"].endswith("/") or obj["Size"] == 0:
+                if obj["Key"].endswith(("/", ".json")) or obj["Size"] == 0:
                     continue
                 if newest is None or (obj["LastModified"], obj["Key"]) > (newest["LastModified"], newest["Key"]):
                     newest = obj
