@@ -252,3 +252,14 @@ def test_timestamp_parser_matches_python_for_ordinary_dates():
     day = 86400000
     assert parse_pg_timestamp("0001-12-31 BC") == parse_pg_timestamp("0001-01-01") - day
     assert parse_pg_timestamp("0001-01-01 BC") == parse_pg_timestamp("0001-01-01") - 366 * day  # 1 BC is a leap year
+
+
+def test_a_mapping_naming_a_missing_table_is_a_clear_error(project, pg):
+    from etl.errors import TransformError
+
+    cfg = load_config()
+    pg.create_db(cfg["LOCAL_PG_DB"], "CREATE TABLE a (id int PRIMARY KEY)")
+    mapping = build_mapping(take_snapshot(cfg.pg_conninfo))
+    mapping["collections"]["gone"] = dict(mapping["collections"]["a"], table="public.gone")
+    with pytest.raises(TransformError, match="public.gone .*does not exist"):
+        transform(cfg, mapping=mapping, workers=1)

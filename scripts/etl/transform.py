@@ -877,9 +877,15 @@ WHERE c.oid = %(rel)s::regclass
 
 def table_stats(conn, tables: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Per table (partitions summed): write counters, relfilenodes and the row estimate."""
+    import psycopg
+
     out = {}
     for table in sorted(set(tables)):
-        row = conn.execute(_STATS_SQL, {"rel": qtable(table)}).fetchone()
+        try:
+            row = conn.execute(_STATS_SQL, {"rel": qtable(table)}).fetchone()
+        except psycopg.errors.UndefinedTable:
+            raise TransformError(f"table {table} of the mapping does not exist in the local database",
+                                 hint="the mapping is older than the restore: run `make canonical`") from None
         out[table] = {"ins": row[0], "upd": row[1], "del": row[2], "live": row[3],
                       "files": row[4], "estimate": int(row[5] or 0)}
     return out
