@@ -124,15 +124,6 @@ def reader_binary_copy(conninfo: str, table: str, limit: int) -> int:
     return n
 
 
-def reader_adbc(conninfo: str, table: str, limit: int) -> int | None:
-    """Arrow via adbc-driver-postgresql, when installed (not a dependency of the project)."""
-    try:
-        import adbc_driver_postgresql.dbapi  # noqa: F401
-    except ImportError:
-        return None
-    return None
-
-
 # -- subprocess runs of the real command ------------------------------------------------------
 
 

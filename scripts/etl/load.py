@@ -204,7 +204,9 @@ def _load_full(cfg: Config, mdb, folder: Path, names: list[str], entries: dict[s
                     inserter.insert(coll, batch)
                     bar.advance(len(batch))
             _create_indexes(coll, meta)
-            have = coll.count_documents({})
+            # The server's own count of a collection only this load has written: metadata, no
+            # scan (count_documents would read every document again).
+            have = coll.estimated_document_count()
             if have != want:
                 raise LoadError(f"{n}: staging holds {have} documents, the manifest says {want}")
             result.counts[n] = have

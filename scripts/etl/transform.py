@@ -21,14 +21,13 @@ How a row becomes a document (docs/transform-and-load.md has the whole story and
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
 import re
 import struct
+import subprocess
 import time
 import uuid as uuidlib
 from collections import Counter
@@ -748,53 +747,63 @@ class PartResult:
     seconds: float
 
 
-def _session(conn) -> None:
-    conn.execute("SET TimeZone = 'UTC'")
-    conn.execute("SET DateStyle = 'ISO, YMD'")
-    conn.execute("SET IntervalStyle = 'iso_8601'")
-    conn.execute("SET extra_float_digits = 1")  # shortest text that reads back exactly
+def _psql_command(conninfo: str, sql: str) -> tuple[list[str], dict[str, str]]:
+    """psql running `COPY (sql) TO STDOUT`: argv and environment. The password travels in
+    PGPASSWORD, never on the command line; session settings in PGOPTIONS."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from etl.services import pg_tool
+
+    params = conninfo_to_dict(conninfo)
+    password = params.pop("password", None)
+    env = dict(os.environ, PGOPTIONS="-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601 "
+                                     "-c extra_float_digits=1")
+    if password:
+        env["PGPASSWORD"] = str(password)
+    argv = [pg_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", make_conninfo(**params),
+            "-c", f"COPY ({sql}) TO STDOUT"]
+    return argv, env
 
 
 def run_plan(conninfo: str, plan: Plan, out: Path, where: str | None = None,
              progress: Progress | None = None) -> PartResult:
-    """Stream `plan`'s SELECT (optionally restricted by `where`) into the .bson file `out`."""
-    import psycopg
+    """Stream `plan`'s SELECT (optionally restricted by `where`) into the .bson file `out`.
 
+    psql does the COPY and writes it to a pipe: libpq's row-by-row reading stays in C, and
+    Python reads the pipe a megabyte at a time while the server and psql keep producing."""
     start = time.perf_counter()
     finisher = RowFinisher(plan)
     counters = finisher.counters
     sql = plan.sql.replace("{where}", f" WHERE {where}" if where else "")
-    try:
-        conn = psycopg.connect(conninfo, autocommit=False)
-    except psycopg.Error as exc:
-        raise DatabaseError(f"PostgreSQL is not reachable: {type(exc).__name__}: "
-                            f"{mask_uri(str(exc)).splitlines()[0]}") from None
+    argv, env = _psql_command(conninfo, sql)
     writer = BsonWriter(out)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            env=env)
     try:
-        with conn:
-            _session(conn)
-            with conn.cursor().copy(f"COPY ({sql}) TO STDOUT") as cp:
-                # psycopg yields one COPY message per row: gather ~1 MB before touching it,
-                # so Python's per-block work is paid once per thousands of rows.
-                pending: list[bytes] = []
-                size = 0
-                for message in cp:
-                    pending.append(bytes(message))
-                    size += len(message)
-                    if size >= BLOCK_BYTES:
-                        _flush(pending, writer, finisher, counters, progress)
-                        pending, size = [], 0
-                if pending:
-                    _flush(pending, writer, finisher, counters, progress)
+        rest = b""
+        while True:
+            block = proc.stdout.read(BLOCK_BYTES)
+            if not block:
+                break
+            data = rest + block
+            cut = data.rfind(b"\n") + 1
+            rest = data[cut:]
+            if cut:
+                _flush(data[:cut], writer, finisher, counters, progress)
+        err = proc.stderr.read().decode("utf-8", "replace").strip()
+        if proc.wait() != 0 or rest:
+            last = err.splitlines()[-1] if err else f"psql exited with {proc.returncode}"
+            raise DatabaseError(f"reading {plan.table} failed: {mask_uri(last)}")
         count, _, _ = writer.commit()
-    except psycopg.Error as exc:
-        writer.abort()
-        raise DatabaseError(f"reading {plan.table} failed: {str(exc).splitlines()[0]}") from None
     except BaseException:
         writer.abort()
         raise
     finally:
-        conn.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
     return PartResult(count, dict(counters), dict(finisher.cast_failures), time.perf_counter() - start)
 
 
@@ -821,9 +830,9 @@ def _count_nonfinite(block: bytes, counters: Counter) -> None:
 BLOCK_BYTES = 1 << 20
 
 
-def _flush(messages: list[bytes], writer: BsonWriter, finisher: "RowFinisher", counters: Counter,
+def _flush(data: bytes, writer: BsonWriter, finisher: "RowFinisher", counters: Counter,
            progress: Progress | None) -> None:
-    chunk = b"".join(messages)[:-1]  # every message is one whole line ending in \n
+    chunk = data[:-1]  # whole lines, the last newline dropped
     if b"\\" in chunk:
         # COPY's text format doubles every backslash; JSON text holds no raw control
         # characters, so that is the only escape present.
