@@ -262,3 +262,21 @@ def test_a_mapping_naming_a_missing_table_is_a_clear_error(project, pg):
     mapping["collections"]["gone"] = dict(mapping["collections"]["a"], table="public.gone")
     with pytest.raises(TransformError, match="public.gone .*does not exist"):
         transform(cfg, mapping=mapping, workers=1)
+
+
+def test_a_query_failing_midway_keeps_the_previous_output(project, pg):
+    from etl.errors import DatabaseError
+
+    cfg = load_config()
+    pg.create_db(cfg["LOCAL_PG_DB"], "CREATE TABLE a (id int PRIMARY KEY, code text);"
+                                     "INSERT INTO a SELECT g, g::text FROM generate_series(1, 5000) g")
+    mapping = build_mapping(take_snapshot(cfg.pg_conninfo))
+    result = transform(cfg, mapping=mapping, workers=1)
+    before = (result.folder / "a.bson").read_bytes()
+    pg.execute(cfg["LOCAL_PG_DB"], "UPDATE a SET code = 'x' WHERE id = 4000")
+    code = next(f for f in mapping["collections"]["a"]["fields"] if f["column"] == "code")
+    code.update(read_as="integer", bson="int")  # row 4000 no longer reads as an integer
+    with pytest.raises(DatabaseError, match="reading public.a failed: .*invalid input syntax"):
+        transform(cfg, mapping=mapping, workers=1)
+    assert (result.folder / "a.bson").read_bytes() == before
+    assert not [p for p in result.folder.iterdir() if p.name.startswith(".")]
