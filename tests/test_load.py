@@ -175,3 +175,22 @@ def test_a_corrupt_transform_output_is_refused_before_mongodb_is_touched(target)
     res = CliRunner().invoke(cli, ["load"])
     assert res.exit_code == 1 and "sha256" in res.output
     assert _all(mdb.campaigns) == [{"_id": 1}]
+
+
+def test_nothing_transformed_is_one_clear_error(target):
+    cfg, mdb = target
+    res = CliRunner().invoke(cli, ["load"])
+    assert res.exit_code == 1
+    assert "manifest.json not found" in res.output and "make transform" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_staging_left_by_a_killed_load_is_cleared_by_the_next(target):
+    cfg, mdb = target
+    mdb.a.insert_one({"_id": 1, "v": "old"})
+    mdb["a__staging_deadbeef"].insert_many([{"_id": i} for i in range(3)])  # what a SIGKILL leaves
+    make_transformed(mdb.name, {"a": [{"_id": 1, "v": "new"}]})
+    result = load(cfg, mdb.name, backup=False)
+    assert mdb.list_collection_names() == ["a"]
+    assert _all(mdb.a) == [{"_id": 1, "v": "new"}]
+    assert any("interrupted load" in n for n in result.notes)

@@ -191,6 +191,13 @@ def _load_full(cfg: Config, mdb, folder: Path, names: list[str], entries: dict[s
 
     run_id = uuid.uuid4().hex[:8]
     staging = {n: f"{n}__staging_{run_id}" for n in names}
+    # A load killed outright (SIGKILL, power) cannot drop its staging collections; the next
+    # full load of the same collections does.
+    leftovers = [c for c in mdb.list_collection_names() if c.partition("__staging_")[0] in names
+                 and "__staging_" in c]
+    if leftovers:
+        result.notes.append(f"dropped staging collections of an interrupted load: {', '.join(sorted(leftovers))}")
+        _drop_all(mdb, leftovers)
     schemas = _schemas()
     inserter = _Inserter()
     try:

@@ -1006,6 +1006,22 @@ def _work(args: tuple) -> tuple[str, int, PartResult]:
     return plan.collection, index, run_plan(conninfo, plan, Path(out), where)
 
 
+def _run_jobs(jobs: list[tuple], workers: int, parts: dict[str, dict[int, PartResult]], total: int | None,
+              db: str) -> None:
+    with Progress(f"transform {db}", total=total, unit="rows") as bar:
+        if workers > 1 and len(jobs) > 1:
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
+                for name, index, result in pool.map(_work, jobs):
+                    parts[name][index] = result
+                    bar.advance(result.count)
+        else:
+            for conninfo, plan, out, where, index in jobs:
+                parts[plan.collection][index] = run_plan(conninfo, plan, Path(out), where, bar)
+
+
 def _ranges(conn, plan: Plan, parts: int) -> list[str]:
     col = qident(plan.where_column)
     lo, hi = conn.execute(f"SELECT min({col}), max({col}) FROM {qtable(plan.table)}").fetchone()
@@ -1085,26 +1101,18 @@ def transform(cfg: Config, db: str | None = None, *, collections: list[str] | No
         echo(f"unchanged, skipped: {', '.join(skipped)}")
 
     parts: dict[str, dict[int, PartResult]] = {n: {} for n in todo}
-    if jobs:
-        total_rows = sum(stats[plans[n].table]["estimate"] for n in todo) or None
-        with Progress(f"transform {db}", total=total_rows, unit="rows") as bar:
-            if workers > 1 and len(jobs) > 1:
-                import multiprocessing
-
-                ctx = multiprocessing.get_context("fork")
-                with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
-                    for name, index, result in pool.map(_work, jobs):
-                        parts[name][index] = result
-                        bar.advance(result.count)
-            else:
-                for job in jobs:
-                    conninfo_, plan, out, where, index = job
-                    parts[plan.collection][index] = run_plan(conninfo_, plan, Path(out), where, bar)
-
     results: dict[str, CollectionResult] = {}
+    try:
+        if jobs:
+            _run_jobs(jobs, workers, parts, sum(stats[plans[n].table]["estimate"] for n in todo) or None, db)
+        for n in todo:
+            results[n] = _assemble(folder, n, specs[n], plans[n], parts[n], prints[n])
+    finally:
+        # A failed run leaves the previous .bson files, never half-made parts.
+        for part in folder.glob(".*.part*.bson"):
+            part.unlink(missing_ok=True)
     for n in wanted:
         if n in todo:
-            results[n] = _assemble(folder, n, specs[n], plans[n], parts[n], prints[n])
             c = results[n]
             echo(f"{n}: {c.count} documents in {c.seconds:.1f}s"
                  + (f"  policies: {dict(sorted(c.counters.items()))}" if c.counters else "")
