@@ -279,6 +279,19 @@ def test_accepted_entries_are_history_not_stale(proj):
     assert "No schema changes" in result.stdout
 
 
+def test_a_new_snapshot_of_the_same_schema_leaves_accepted_untouched(proj):
+    # The accepted snapshot is tracked in git: a nightly snapshot of an unchanged schema differs
+    # only in when it was taken, and must not rewrite it.
+    _, after = base_snapshots()
+    proj.setup(after, after | {"taken_at": "2026-11-27T02:30:00Z"}, [])
+    accepted = (proj.root / "schemas/accepted.json").read_bytes()
+
+    result = run("--no-counts")
+
+    assert result.exit_code == 0, result.output
+    assert (proj.root / "schemas/accepted.json").read_bytes() == accepted
+
+
 def test_first_run_with_nothing_accepted_accepts_current(proj):
     _, after = base_snapshots()
     proj.setup(None, after, [change("table_added", "public.campaigns", None, None, {"kind": "table", "columns": []},

@@ -333,7 +333,10 @@ def accept(inputs: Inputs, new_entries: dict[str, dict[str, Any]], *, cfg=None, 
     if updates or existing is None:
         write_if_changed(path, dec.render(existing, updates))
     write_json_if_changed(decided_path(), record)
-    result["accepted_written"] = write_if_changed(accepted_path(), inputs.current_bytes)
+    # Compared by schema hash, not bytes: a new snapshot of the same schema differs only in
+    # when it was taken, and the tracked accepted.json must not churn every night.
+    same_schema = inputs.accepted is not None and inputs.accepted.get("hash") == inputs.current.get("hash")
+    result["accepted_written"] = False if same_schema else write_if_changed(accepted_path(), inputs.current_bytes)
     for stale in (pending_path(), pending_path().with_suffix(".md"), skipped_path()):
         stale.unlink(missing_ok=True)
     log.info("accepted schema %s: %d changes (%d automatic)", applied, result["changes"], result["automatic"])
