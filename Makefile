@@ -111,11 +111,17 @@ $(MONGO_SCHEMA): $(CANONICAL)
 	@$(ETL) mongo-schema
 	@mkdir -p $(@D) && touch $@
 
-$(TRANSFORMED): $(MAPPING) $(RESTORED) $(DECIDED)
-	@$(ETL) transform
+# The manifest is rewritten only when its content changes; the stamp records that the
+# transform ran, so an unchanged night does not rerun it.
+$(STAMPS)/transform.stamp: $(MAPPING) $(RESTORED) $(DECIDED)
+	@$(ETL) transform --db $(DB)
+	@mkdir -p $(@D) && touch $@
+
+$(TRANSFORMED): $(STAMPS)/transform.stamp ;
 
 $(LOADED): $(TRANSFORMED) $(MONGO_SCHEMA)
-	@$(ETL) load
+	@$(ETL) load --db $(DB) $(if $(LOAD_MODE),--mode $(LOAD_MODE)) $(if $(filter yes,$(PRUNE)),--prune --yes) \
+	    $(if $(filter yes,$(FULL_REFRESH)),--drop-database --yes)
 	@mkdir -p $(@D) && touch $@
 
 $(VALIDATED): $(LOADED)
@@ -142,6 +148,9 @@ sample-changed: $(BOOT) ## Upload the sample after a schema release; the next `m
 	@$(ETL) sample --variant changed --upload
 
 ## ---- operations -----------------------------------------------------------------------
+
+backup: $(BOOT) ## Back up DB's collections now (backups/<db>/<version>/)
+	@$(ETL) backup --db $(DB)
 
 list-versions: $(BOOT) ## List backup versions (DB=…)
 	@$(ETL) list-versions --db $(DB)
@@ -209,5 +218,5 @@ help: ## This list
 
 FORCE:
 .PHONY: all demo pipeline acquire restore snapshot decide canonical generate mongo-schema transform \
-	load validate test-data push detect list-versions rollback migrate status compare config services-up \
+	load validate test-data push detect backup list-versions rollback migrate status compare config services-up \
 	services-down services-status sample sample-changed test bench node-deps wire-deps clean help FORCE

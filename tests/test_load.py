@@ -63,6 +63,26 @@ def test_full_load_swaps_in_complete_collections_with_indexes(target):
     assert stamp["counts"] == {"campaigns": 25}
 
 
+def test_partial_unique_index_allows_many_nulls_and_still_refuses_duplicates(target):
+    # PostgreSQL's UNIQUE (platform_id, external_id) allows any number of NULL external_ids;
+    # the mapping expresses that as a partial index, which the load must create as such.
+    cfg, mdb = target
+    partial = {"name": "platform_id_1_external_id_1", "keys": [["platform_id", 1], ["external_id", 1]],
+               "unique": True, "partialFilterExpression": {"external_id": {"$type": "string"}}}
+    docs = [{"_id": i, "platform_id": 1, "external_id": None} for i in range(5)]
+    docs += [{"_id": 10, "platform_id": 1, "external_id": "x-1"}]
+    make_transformed(mdb.name, {"media_buys": docs}, {"media_buys": [partial]})
+    assert load(cfg, mdb.name).counts == {"media_buys": 6}
+    info = mdb.media_buys.index_information()["platform_id_1_external_id_1"]
+    assert info.get("partialFilterExpression") == {"external_id": {"$type": "string"}}
+
+    make_transformed(mdb.name, {"media_buys": docs + [{"_id": 11, "platform_id": 1, "external_id": "x-1"}]},
+                     {"media_buys": [partial]})
+    with pytest.raises(LoadError, match=r"media_buys failed before any swap"):
+        load(cfg, mdb.name)
+    assert mdb.media_buys.count_documents({}) == 6
+
+
 def test_a_load_killed_between_batches_leaves_the_previous_collections_complete(target, monkeypatch):
     cfg, mdb = target
     old_a = [{"_id": i, "v": "old"} for i in range(7)]

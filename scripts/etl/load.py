@@ -107,14 +107,11 @@ def _create_staging(mdb, name: str, staging: str, meta: dict[str, Any], schema: 
 
 
 def _create_indexes(coll, meta: dict[str, Any]) -> None:
-    from pymongo import IndexModel
-
-    models = []
+    # One create_index per index rather than create_indexes: the same command on a server,
+    # and clients that drop options from IndexModel (a partial filter) get them all.
     for spec in index_specs(meta):
         kwargs = {k: v for k, v in spec.items() if k != "keys"}
-        models.append(IndexModel(spec["keys"], **kwargs))
-    if models:
-        coll.create_indexes(models)
+        coll.create_index(spec["keys"], **kwargs)
 
 
 def _schemas() -> dict[str, dict[str, Any]]:
@@ -200,17 +197,21 @@ def _load_full(cfg: Config, mdb, folder: Path, names: list[str], entries: dict[s
         _drop_all(mdb, leftovers)
     schemas = _schemas()
     inserter = _Inserter()
+    current = ""
     try:
         for n in names:
+            current = n
             meta = read_metadata(folder / f"{n}.metadata.json")
             _create_staging(mdb, n, staging[n], meta, schemas.get(n), cfg, result.notes)
             coll = mdb[staging[n]]
             want = int(entries[n]["count"])
+            # Indexes first: a unique or partial index then judges each document as it arrives,
+            # the same on every server, and a duplicate names itself at insert time.
+            _create_indexes(coll, meta)
             with Progress(f"load {mdb.name}.{n}", total=want, unit="docs") as bar:
                 for batch in iter_batches(folder / f"{n}.bson", batch_size):
                     inserter.insert(coll, batch)
                     bar.advance(len(batch))
-            _create_indexes(coll, meta)
             # The server's own count of a collection only this load has written: metadata, no
             # scan (count_documents would read every document again).
             have = coll.estimated_document_count()
@@ -222,7 +223,7 @@ def _load_full(cfg: Config, mdb, folder: Path, names: list[str], entries: dict[s
         if isinstance(exc, LoadError):
             raise LoadError(f"{exc} (old collections untouched, staging dropped)") from None
         if isinstance(exc, PyMongoError):
-            raise LoadError(f"loading {mdb.name} failed before any swap: {type(exc).__name__}: "
+            raise LoadError(f"loading {mdb.name}.{current} failed before any swap: {type(exc).__name__}: "
                             f"{str(exc).splitlines()[0][:200]} (old collections untouched, staging dropped)") from None
         raise
     for n in doomed:
