@@ -277,3 +277,25 @@ def test_canonical_command_malformed_decisions_is_one_line(root):
     result = CliRunner().invoke(cli, ["canonical"])
     assert result.exit_code == 1
     assert result.output.startswith("Error: decisions.yaml:") and len(result.output.strip().splitlines()) == 1
+
+
+def test_committed_canonical_schemas_and_mapping_are_current(tmp_path):
+    """schemas/collections/ and schemas/mapping.json are what the tracked accepted snapshot,
+    rules and decisions make today: nobody edited them by hand, nobody forgot to rerun."""
+    from etl.canonical import load_accepted, load_decisions, write_canonical
+    from etl.mapping import build_mapping
+    from etl.paths import SOURCE_ROOT
+    from etl.rules import load_rules
+
+    schemas = SOURCE_ROOT / "schemas"
+    if not (schemas / "accepted.json").is_file():
+        pytest.skip("no accepted snapshot is tracked")
+    mapping = build_mapping(load_accepted(schemas / "accepted.json"), load_rules(schemas / "rules.yaml"),
+                            load_decisions(schemas / "decisions.yaml"))
+    fresh = tmp_path / "collections"
+    write_canonical(mapping, fresh, tmp_path / "mapping.json")
+    committed = {p.name: p.read_bytes() for p in (schemas / "collections").glob("*.json")}
+    made = {p.name: p.read_bytes() for p in fresh.glob("*.json")}
+    stale = sorted(n for n in committed.keys() | made.keys() if committed.get(n) != made.get(n))
+    assert not stale, f"out of date (run `make canonical`): {', '.join(stale)}"
+    assert (tmp_path / "mapping.json").read_bytes() == (schemas / "mapping.json").read_bytes()
