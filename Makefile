@@ -178,10 +178,7 @@ services-up: $(BOOT) ## Start the local PostgreSQL cluster and S3 server
 services-down: $(BOOT) ## Stop them (data folders stay)
 	@$(ETL) services down
 
-services-migrate: $(BOOT) ## Apply pending migration scripts (data/migrations) to DB; BACKUP_VERSION=… records the backup
-	@$(ETL) migrate --db $(DB) $(if $(BACKUP_VERSION),--backup-version $(BACKUP_VERSION))
-
-status: $(BOOT) ## What runs where
+services-status: $(BOOT) ## What runs where
 	@$(ETL) services status
 
 ## ---- development --------------------------------------------------------------------
