@@ -147,6 +147,29 @@ def test_incremental_loads_tables_without_a_key_in_full(target):
     assert any("no primary key" in n for n in result.notes)
 
 
+def test_incremental_load_migrates_local_only_documents_once(target):
+    # decide accepted a rename (name -> title): the transform already writes `title`, and the
+    # incremental load's migration brings the documents that exist only here along.
+    from etl.migrate import RECORDS, Step, migrations_dir, write_script
+
+    cfg, mdb = target
+    mdb.campaigns.insert_many([{"_id": 1, "name": "old"}, {"_id": 99, "name": "local only"}])
+    write_script(migrations_dir() / "2026-11-26-000000.js",
+                 [Step("updateMany", "campaigns", filter={"name": {"$exists": True}},
+                       update={"$rename": {"name": "title"}})], ["schema aaaa -> bbbb"])
+    make_transformed(mdb.name, {"campaigns": [{"_id": 1, "title": "new"}]})
+
+    result = load(cfg, mdb.name, mode="incremental")
+
+    assert mdb.campaigns.find_one({"_id": 99}) == {"_id": 99, "title": "local only"}
+    assert mdb.campaigns.find_one({"_id": 1}) == {"_id": 1, "title": "new"}
+    assert [m["status"] for m in result.migrations] == ["applied"]
+    record = mdb[RECORDS].find_one({"_id": "2026-11-26-000000.js"})
+    assert record["backup_version"] == result.backup_version is not None
+    # The next incremental load does not run it again.
+    assert load(cfg, mdb.name, mode="incremental").migrations == []
+
+
 def test_parallel_database_leaves_the_main_one_alone(target):
     cfg, mdb = target
     mdb.campaigns.insert_many([{"_id": 1, "name": "main"}])

@@ -51,6 +51,7 @@ class LoadResult:
     pruned: dict[str, int] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    migrations: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -163,6 +164,17 @@ def load(cfg: Config, db: str | None = None, *, source: str | None = None, mode:
                                                 reason=f"before {mode} load", client=client)
             if result.backup_version:
                 echo(f"backup {result.backup_version} of {db} taken")
+        if mode == "incremental":
+            # Documents that exist only here are kept by an incremental load, so they must
+            # follow the accepted schema too: decide's migration scripts (renames, defaults,
+            # casts) run first, recorded with the backup they ran against.
+            from etl.migrate import apply_pending
+
+            result.migrations = apply_pending(mdb, result.backup_version)
+            for applied in result.migrations:
+                if applied.get("status") == "applied":
+                    echo(f"migration {Path(applied['script']).name} applied "
+                         f"(backup {result.backup_version or 'none'})")
         full = [n for n in names if mode == "full" or entries[n].get("id") == "none"]
         incremental = [n for n in names if n not in full]
         for n in full:
@@ -285,6 +297,7 @@ def _stamp(db: str, manifest: dict[str, Any], result: LoadResult) -> None:
     body = {"database": db, "mode": result.mode, "backup_version": result.backup_version,
             "transform_version": manifest.get("version"), "counts": result.counts, "pruned": result.pruned,
             "dropped": result.dropped, "notes": result.notes,
+            "migrations": [{k: m.get(k) for k in ("script", "status", "backup_version")} for m in result.migrations],
             "loaded_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     write_atomic(paths.make_stamps / db / "load.stamp", json.dumps(body, indent=2, sort_keys=True) + "\n")
 
