@@ -445,3 +445,15 @@ def test_stages_draw_bars_only_when_the_run_is_on_a_terminal(monkeypatch):
     monkeypatch.delenv(PROGRESS_TTY_ENV)
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     assert Progress("load", total=10).tty is False
+
+
+def test_summary_says_when_nothing_was_stale():
+    from etl.run import summary_lines
+
+    base = {"run_id": "2026-11-26-02-30-00", "status": "ok", "exit_code": 0, "duration_s": 0.8,
+            "database": "bravo-1", "log_file": "x.log", "report_file": "x.html"}
+    idle = summary_lines(base | {"stages": [{"name": "acquire", "status": "ok", "duration_s": 0.3}]})
+    assert "  nothing to do: the source was checked, no stage was stale" in idle
+    busy = summary_lines(base | {"stages": [{"name": "acquire", "status": "ok", "duration_s": 0.3},
+                                            {"name": "transform", "status": "ok", "duration_s": 9.0}]})
+    assert not any("nothing to do" in line for line in busy)

@@ -380,6 +380,11 @@ def summary_lines(audit: dict[str, Any]) -> list[str]:
     numeric = {2, 3, 4}
     lines = ["", f"Run {audit['run_id']}: {audit['status']} (exit {audit['exit_code']}) "
                  f"in {audit.get('duration_s') or 0:.1f}s, database {audit.get('database')}"]
+    worked = {s.get("name") for s in stages} - {"acquire"}
+    if audit.get("exit_code") == 0 and not worked:
+        # acquire always asks the source; when it brought nothing new, Make found every
+        # other stage up to date.
+        lines.append("  nothing to do: the source was checked, no stage was stale")
     for i, row in enumerate(rows):
         cells = [c.rjust(widths[j]) if j in numeric and i else c.ljust(widths[j])
                  for j, c in enumerate(row)]
