@@ -194,6 +194,7 @@ def test_rules_and_cast_decisions_are_applied(project, pg):
 def test_cli_reports_one_line_errors(project, pg):
     cfg = load_config()
     pg.create_db(cfg["LOCAL_PG_DB"], "CREATE TABLE a (id int PRIMARY KEY)")
+    (project / "schemas" / "mapping.json").unlink(missing_ok=True)  # the tracked sample's
     runner = CliRunner()
     res = runner.invoke(cli, ["transform"])
     assert res.exit_code == 1
