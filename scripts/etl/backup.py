@@ -26,9 +26,9 @@ from etl.bsondump import (RAW_CODEC, BsonWriter, iter_docs, metadata, read_manif
 from etl.cli import config_options
 from etl.config import Config
 from etl.errors import BackupError, DatabaseError
-from etl.fsutil import read_json
 from etl.mongo import check_db_name, connect
 from etl.paths import paths
+from etl.provenance import accepted_schema_hash, source_dump
 from etl.progress import Progress
 
 log = logging.getLogger("etl.backup")
@@ -102,22 +102,6 @@ def _documents(coll) -> Iterator[Any]:
         yield from cursor
 
 
-def _source_dump() -> dict[str, Any] | None:
-    try:
-        info = read_json(paths.current_dump) if paths.current_dump.is_file() else None
-    except (OSError, ValueError):
-        return None
-    return {"file": info.get("file"), "sha256": info.get("sha256")} if info else None
-
-
-def _schema_hash() -> str | None:
-    path = paths.schemas / "accepted.json"
-    try:
-        return read_json(path).get("hash") if path.is_file() else None
-    except (OSError, ValueError):
-        return None
-
-
 def take_backup(cfg: Config, db: str, collections: list[str] | None = None, *, reason: str = "manual",
                 client=None) -> str | None:
     """Back up `collections` of `db` (default: all of them) and return the version, or None when
@@ -161,7 +145,7 @@ def take_backup(cfg: Config, db: str, collections: list[str] | None = None, *, r
                                  "has_validator": "validator" in options}
             manifest = {"format_version": 1, "kind": "backup", "version": version, "database": db,
                         "created_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "reason": reason,
-                        "collections": entries, "source_dump": _source_dump(), "schema_hash": _schema_hash(),
+                        "collections": entries, "source_dump": source_dump(), "schema_hash": accepted_schema_hash(),
                         "size": sum(e["bytes"] for e in entries.values()), "notes": notes}
             write_manifest(work, manifest)
             os.rename(work, work.parent / version)

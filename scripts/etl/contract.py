@@ -222,11 +222,11 @@ def validator_problems(canonical: dict[str, Any], validator: dict[str, Any] | No
     """How the server's validator differs from the one etl.mongo_schema derives from the
     canonical schema. Differences are named by property (missing, extra, required, enum)
     where possible, so a failure says what drifted, not just that something did."""
-    from etl.mongo_schema import validator_for
+    from etl.mongo_schema import plain, validator_for
 
     if not validator or "$jsonSchema" not in validator:
         return ["the collection has no $jsonSchema validator"]
-    want, have = validator_for(canonical), _plain(validator)
+    want, have = validator_for(canonical), plain(validator)
     if want == have:
         return []
     w, h = want["$jsonSchema"], have["$jsonSchema"]
@@ -249,15 +249,6 @@ def validator_problems(canonical: dict[str, Any], validator: dict[str, Any] | No
     return problems or ["validator differs from the canonical schema's"]
 
 
-def _plain(value: Any) -> Any:
-    # Servers hand options back as SON; compare plain data.
-    if isinstance(value, dict) or hasattr(value, "items"):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _index_key(keys: Sequence[Sequence[Any]]) -> tuple[tuple[str, int], ...]:
     return tuple((str(k), int(v)) for k, v in keys)
 
@@ -268,7 +259,9 @@ def index_problems(expected: list[dict[str, Any]], actual: dict[str, dict[str, A
 
     Names are not compared (they are cosmetic); the `_id` index is MongoDB's own."""
     def shape(ix: dict[str, Any], keys: Sequence[Sequence[Any]]) -> tuple[bool, Any]:
-        return bool(ix.get("unique")), _plain(ix.get("partialFilterExpression")) or None
+        from etl.mongo_schema import plain
+
+        return bool(ix.get("unique")), plain(ix.get("partialFilterExpression")) or None
 
     want = {_index_key(ix["keys"]): shape(ix, ix["keys"]) for ix in expected}
     have = {_index_key(info["key"]): shape(info, info["key"]) for info in actual.values()}

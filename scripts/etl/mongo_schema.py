@@ -214,12 +214,12 @@ def current_validator(db, name: str) -> tuple[dict[str, Any] | None, dict[str, A
     return None, {}
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     # Servers hand options back as SON/RawBSON; compare plain data.
     if isinstance(value, dict) or hasattr(value, "items"):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
@@ -236,7 +236,7 @@ def apply_validator(db, name: str, schema: dict[str, Any], *, strict: bool,
     exists = name in db.list_collection_names()
     if exists:
         have, have_options = current_validator(db, name)
-        if (have is not None and _plain(have) == validator
+        if (have is not None and plain(have) == validator
                 and have_options.get("validationLevel", "strict") == options["validationLevel"]
                 and have_options.get("validationAction", "error") == options["validationAction"]):
             return Outcome(name, "unchanged")

@@ -52,6 +52,7 @@ from etl.config import Config, mask_uri, pg_conninfo
 from etl.errors import DatabaseError, TransformError
 from etl.fsutil import content_hash, read_json
 from etl.paths import paths
+from etl.provenance import accepted_schema_hash, source_dump
 from etl.progress import Progress
 
 log = logging.getLogger("etl.transform")
@@ -965,25 +966,6 @@ def load_mapping(path: Path | None = None) -> dict[str, Any]:
     return mapping
 
 
-def _source_info() -> dict[str, Any] | None:
-    for path in (paths.current_dump, paths.restored):
-        if path.is_file():
-            try:
-                info = read_json(path)
-            except (OSError, ValueError):
-                continue
-            return {"file": info.get("file") or info.get("dump"), "sha256": info.get("sha256") or info.get("dump_sha256")}
-    return None
-
-
-def _schema_hash() -> str | None:
-    path = paths.schemas / "accepted.json"
-    try:
-        return read_json(path).get("hash") if path.is_file() else None
-    except (OSError, ValueError):
-        return None
-
-
 def _metadata_for(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     from etl.mongo_schema import expected_indexes
 
@@ -1071,7 +1053,7 @@ def transform(cfg: Config, db: str | None = None, *, collections: list[str] | No
             stats = table_stats(conn, [specs[n]["table"] for n in specs]
                                 + [t for n in wanted for t in _EMBED_TABLES.get(specs[n]["table"], [])])
             plans = {n: plan_collection(n, specs[n], mapping) for n in wanted}
-            source = _source_info()
+            source = source_dump()
             prints = {n: fingerprint(n, specs[n], stats, source) for n in wanted}
             todo = [n for n in wanted if force or not _current(folder, old.get(n), prints[n])]
             jobs = []
@@ -1191,8 +1173,8 @@ def _write_manifest(folder: Path, db: str, mapping: dict[str, Any], results: dic
         "kind": "transform",
         "database": db,
         "mapping_hash": mapping_hash(mapping),
-        "schema_hash": _schema_hash(),
-        "source_dump": _source_info(),
+        "schema_hash": accepted_schema_hash(),
+        "source_dump": source_dump(),
         "collections": collections,
         "policies": dict(sum((Counter(c.counters) for c in results.values()), Counter())),
         "cast_failures": {f"{n}.{k}": v for n, c in results.items() for k, v in c.cast_failures.items()},
