@@ -32,7 +32,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import bson
 import click
@@ -296,19 +296,35 @@ def _ref_key(value: Any) -> Any:
     return value
 
 
-def check_reference(db, ref: Reference) -> dict:
-    targets = {_ref_key(d["_id"]) for d in read_docs(db[ref.target], {}, {"_id": 1})}
+@dataclass
+class Seen:
+    """What one pass over a collection keeps for the reference checks: every `_id` (as a
+    reference key) and the non-null values of the fields that reference other collections."""
+
+    ids: set = field(default_factory=set)
+    values: dict[str, list[tuple[bytes, Any]]] = field(default_factory=dict)
+
+
+def _field_value(doc: Mapping, path: str) -> Any:
+    value: Any = doc
+    for part in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def check_reference(ref: Reference, source: Seen, target: Seen) -> dict:
+    """References of `ref.collection`.`ref.field` that point at no `_id` of `ref.target`,
+    from what the collections' own validation pass kept (no second read of either)."""
     checked = orphans = 0
     examples: list[str] = []
-    for doc in read_docs(db[ref.collection], {ref.field: {"$ne": None}}, {ref.field: 1}):
-        value = doc.get(ref.field)
-        if value is None:
-            continue
+    for key, value in source.values.get(ref.field, ()):
         checked += 1
-        if _ref_key(value) not in targets:
+        if _ref_key(value) not in target.ids:
             orphans += 1
             if len(examples) < EXAMPLES:
-                examples.append(f"_id {show_id(id_key(doc['_id']))}: {ref.field}={value!r}")
+                examples.append(f"_id {show_id(key)}: {ref.field}={value!r}")
     return {"collection": ref.collection, "field": ref.field, "references": ref.target,
             "constraint": ref.constraint, "checked": checked, "orphans": orphans,
             "examples": examples, "ok": orphans == 0}
@@ -409,8 +425,10 @@ class _Sample:
 
 
 def check_collection(db, name: str, folder: Path, entry: ManifestEntry, sample: int,
-                     schema_dir: Path, source_rows: int | None = None) -> dict:
-    """Count, content, schema and validator checks of one collection against its files."""
+                     schema_dir: Path, source_rows: int | None = None,
+                     seen: Seen | None = None, ref_fields: Sequence[str] = ()) -> dict:
+    """Count, content, schema and validator checks of one collection against its files.
+    With `seen`, the same pass keeps the `_id`s and `ref_fields` values for check_reference."""
     bson_path = folder / f"{name}.bson"
     expected: dict[bytes, bytes] = {}
     # Documents of a table without a primary key carry no _id in the file; the server gives
@@ -458,6 +476,12 @@ def check_collection(db, name: str, folder: Path, entry: ManifestEntry, sample: 
             else:
                 extra.append(key)
             actual.append(digest)
+            if seen is not None:
+                seen.ids.add(_ref_key(doc.get("_id")))
+                for ref_field in ref_fields:
+                    value = _field_value(doc, ref_field)
+                    if value is not None:
+                        seen.values.setdefault(ref_field, []).append((key, value))
             if validator is not None:
                 if picker is None:
                     schema_check(doc)
@@ -569,11 +593,14 @@ def validate(cfg: Config, db: str | None = None, *, sample: int | None = None,
     client = connect(cfg["MONGO_URI"])
     try:
         mdb = client[db]
+        references = [ref for ref in references if ref.collection in entries and ref.target in entries]
+        # One read of each collection serves every check, references included.
+        seen = {name: Seen() for name in entries}
         collections = {name: check_collection(mdb, name, folder, entry, sample, schema_dir,
-                                              sources.get(name))
+                                              sources.get(name), seen[name],
+                                              sorted({r.field for r in references if r.collection == name}))
                        for name, entry in sorted(entries.items())}
-        refs = [check_reference(mdb, ref) for ref in references
-                if ref.collection in entries and ref.target in entries]
+        refs = [check_reference(ref, seen[ref.collection], seen[ref.target]) for ref in references]
     except PyMongoError as exc:  # the server went away or refused a read
         raise DatabaseError(f"reading {db} failed: {type(exc).__name__}: {str(exc)[:200]}") from None
     finally:
