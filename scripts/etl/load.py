@@ -329,9 +329,22 @@ def load_cmd(cfg: Config, db: str | None, source: str | None, mode: str, prune: 
     result = load(cfg, target, source=source, mode=mode, prune=prune, drop_database=drop_database,
                   collections=list(collections) or None, backup=False if no_backup else None,
                   echo=lambda m: click.echo(m, err=True))
+    unvalidated = [n.split(":", 1)[0] for n in result.notes if ": no validator (" in n]
     for note in result.notes:
-        click.echo(f"note: {note}", err=True)
+        if ": no validator (" not in note:
+            click.echo(f"note: {note}", err=True)
+    if unvalidated:
+        # One line, not one per collection: the reason is the server's, the same for each.
+        first = next(n for n in result.notes if ": no validator (" in n)
+        click.echo(f"note: {len(unvalidated)} collection(s) loaded without a validator "
+                   f"({', '.join(unvalidated)}): {first.split(': no validator ', 1)[1]}", err=True)
     total = sum(result.counts.values())
+    from etl.runlog import current_stage
+
+    if (stage := current_stage()) is not None:  # the run's summary table and audit record
+        stage.counts["documents"] = total
+        if result.backup_version:
+            stage.info["backup_version"] = result.backup_version
     click.echo(f"loaded {total} documents into {len(result.counts)} collections of {target} ({mode}) in "
                f"{result.seconds:.1f}s" + (f"; backup {result.backup_version}" if result.backup_version else "")
                + (f"; dropped {', '.join(result.dropped)}" if result.dropped else ""))

@@ -81,7 +81,9 @@ class Progress:
             parts.append(f"{_fmt_num(self.done)} {self.unit}")
         parts.append(f"{_fmt_num(rate)}/s")
         if self.total and rate > 0 and self.done < self.total:
-            parts.append(f"ETA {_fmt_secs((self.total - self.done) / rate)}")
+            # The first moments' rate says little (a slow first batch, a cold cache).
+            eta = _fmt_secs((self.total - self.done) / rate) if elapsed >= 2 else "…"
+            parts.append(f"ETA {eta}")
         else:
             parts.append(f"in {_fmt_secs(elapsed)}")
         return "  ".join(parts)

@@ -1205,5 +1205,10 @@ def transform_cmd(cfg: Config, db: str | None, collections: tuple[str, ...], for
     result = transform(cfg, db, collections=list(collections) or None, force=force, workers=workers,
                        echo=lambda m: click.echo(m, err=True))
     done = result.transformed
+    from etl.runlog import current_stage
+
+    if (stage := current_stage()) is not None:  # the run's summary table and audit record
+        stage.counts["rows"] = sum(result.collections[n].count for n in done)
+        stage.counts["collections"] = len(done)
     click.echo(f"transformed {len(done)} of {len(result.collections)} collections into {result.folder} "
                f"in {result.seconds:.1f}s" + ("" if result.manifest_written else " (manifest unchanged)"))
