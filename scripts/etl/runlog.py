@@ -48,7 +48,7 @@ RUN_LOG_ENV = "ETL_RUN_LOG"
 # The pipeline's stages in order; commands outside this list (status, compare, config) are
 # not stages and leave no stage record.
 STAGES = ("acquire", "restore", "snapshot", "detect", "decide", "canonical", "generate",
-          "mongo-schema", "transform", "backup", "load", "validate", "push")
+          "mongo-schema", "transform", "backup", "load", "validate", "test-data", "push")
 RUN_ID_RE = re.compile(r"\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}(?:-\d{1,3})?")
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
