@@ -78,3 +78,15 @@ def test_bad_setting_is_one_line_exit_1(monkeypatch):
     result = CliRunner().invoke(cli, ["config"])
     assert result.exit_code == 1
     assert result.stderr.strip() == "Error: ETL_BATCH_SIZE (from environment): expected a whole number, got 'lots'"
+
+
+def test_a_stage_that_cannot_load_says_so_and_the_rest_work(monkeypatch):
+    from etl import cli as cli_mod
+
+    monkeypatch.setitem(cli_mod.COMMANDS, "transform", "etl.no_such_module:transform_cmd")
+    monkeypatch.delenv("ETL_DEBUG", raising=False)
+    result = CliRunner().invoke(cli, ["transform", "--db", "x"])
+    assert result.exit_code == 1
+    assert "the transform command cannot be loaded (ModuleNotFoundError" in result.stderr
+    assert CliRunner().invoke(cli, ["--help"]).exit_code == 0
+    assert CliRunner().invoke(cli, ["config"]).exit_code == 0

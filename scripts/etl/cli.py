@@ -59,10 +59,20 @@ class LazyGroup(click.Group):
         module, attr = target.split(":")
         try:
             return getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
+        except (ImportError, AttributeError) as exc:
             if os.environ.get("ETL_DEBUG"):
                 raise
-            return None
+            # A stage that cannot load (a missing dependency) says so when used; the others,
+            # and --help, keep working.
+            reason = f"{type(exc).__name__}: {exc}"
+
+            @click.command(name, help=f"(cannot be loaded: {reason})", context_settings={"ignore_unknown_options": True})
+            @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+            def broken(args):
+                raise click.ClickException(f"the {name} command cannot be loaded ({reason}); "
+                                           "run `make` to reinstall the dependencies, or --debug")
+
+            return broken
 
     def invoke(self, ctx):
         # The one place an EtlError becomes `Error: <line>` and its exit code.
