@@ -61,6 +61,25 @@ class Pg:
                 "LOCAL_PG_DB": dbname, "LOCAL_PG_MANAGED": "false", "LOCAL_PG_PASSWORD": ""}
 
 
+@pytest.fixture(scope="module")
+def sample_snapshot(pg):
+    """A snapshot of the sample media_tool schema (no data), built once per test module."""
+    from etl.snapshot import take_snapshot
+
+    db = pg.create_db(sql=(REPO / "scripts" / "etl" / "sql" / "sample_schema.sql").read_text(encoding="utf-8"))
+    return take_snapshot(pg.dsn(db))
+
+
+@pytest.fixture(scope="module")
+def schemas(sample_snapshot):
+    """The sample's canonical schemas under the tracked rules."""
+    from etl.canonical import canonical_schemas
+    from etl.mapping import build_mapping
+    from etl.rules import load_rules
+
+    return canonical_schemas(build_mapping(sample_snapshot, load_rules(REPO / "schemas" / "rules.yaml")))
+
+
 @pytest.fixture(scope="session")
 def pg():
     base = _scratch("etl-test-pg-")

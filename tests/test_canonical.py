@@ -16,22 +16,9 @@ from etl.canonical import DECIMAL_PATTERN, canonical_schemas, collection_schema,
 from etl.cli import cli
 from etl.mapping import build_mapping
 from etl.rules import load_rules
-from etl.snapshot import take_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE_SCHEMA = REPO / "scripts" / "etl" / "sql" / "sample_schema.sql"
 RULES = REPO / "schemas" / "rules.yaml"
-
-
-@pytest.fixture(scope="module")
-def sample_snapshot(pg):
-    db = pg.create_db(sql=SAMPLE_SCHEMA.read_text(encoding="utf-8"))
-    return take_snapshot(pg.dsn(db))
-
-
-@pytest.fixture(scope="module")
-def schemas(sample_snapshot):
-    return canonical_schemas(build_mapping(sample_snapshot, load_rules(RULES)))
 
 
 def _validator(schema: dict) -> Draft202012Validator:

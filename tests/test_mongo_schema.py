@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from pymongo.errors import WriteError
 
 from etl import bsonschema
-from etl.canonical import canonical_schemas, write_canonical
+from etl.canonical import write_canonical
 from etl.cli import cli
 from etl.errors import DatabaseError
 from etl.mapping import build_mapping
@@ -22,23 +22,10 @@ from etl.mongo import connect
 from etl.mongo_schema import (apply_validators, expected_indexes, sync_indexes, to_bson_schema,
                               validation_options, validator_for)
 from etl.rules import load_rules
-from etl.snapshot import take_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE_SCHEMA = REPO / "scripts" / "etl" / "sql" / "sample_schema.sql"
 RULES = REPO / "schemas" / "rules.yaml"
 UTC = dt.timezone.utc
-
-
-@pytest.fixture(scope="module")
-def sample_snapshot(pg):
-    db = pg.create_db(sql=SAMPLE_SCHEMA.read_text(encoding="utf-8"))
-    return take_snapshot(pg.dsn(db))
-
-
-@pytest.fixture(scope="module")
-def schemas(sample_snapshot):
-    return canonical_schemas(build_mapping(sample_snapshot, load_rules(RULES)))
 
 
 def flight(**over):
