@@ -190,7 +190,7 @@ bench: $(BOOT) ## Benchmarks; results in bench/*.json, summarised in the README
 	@$(VENV)/bin/python bench/bench_snapshot.py
 	@$(VENV)/bin/python bench/bench_transform_load.py
 
-$(BOOT): pyproject.toml
+$(BOOT): pyproject.toml setup.py scripts/etl/_pgbson.c
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing Python dependencies into $(VENV) …"
 	@$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'

@@ -152,6 +152,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ETL_LOAD_VIEWS", _parse_list, "", "views loaded like tables (schema.name, comma-separated)"),
     Setting("ETL_DUMP_FILE", _parse_str, "", "dump path for --source file"),
     Setting("ETL_TRANSFORM_WORKERS", _parse_int(1), "2", "tables transformed in parallel"),
+    Setting("ETL_TRANSFORM_FASTPATH", _parse_bool, "true", "read plain tables with binary COPY + the C encoder"),
     Setting("ETL_VALIDATE_SAMPLE", _parse_int(0), "0", "documents checked per collection (0: all)"),
     Setting("ETL_ROLLBACK_ON_INVALID", _parse_bool, "false", "restore the pre-load backup on exit 4"),
     Setting("ETL_MONGO_ALLOW_NO_COLLMOD", _parse_bool, "true", "go on when a server lacks collMod"),

@@ -142,6 +142,8 @@ class Plan:
     id_kind: str
     where_column: str | None = None  # integer key for range splits
     notes: list[str] = field(default_factory=list)
+    fast: Any = None  # fastpath.FastPlan when the C encoder can read every field
+    general_reason: str | None = None  # why it cannot
 
 
 def _fast_value(f: dict[str, Any], v: str) -> tuple[str | None, str | None]:
@@ -344,8 +346,9 @@ def _embed_piece(parent: dict[str, Any], emb: dict[str, Any], alias: str, calias
     return f"',' || {_key(emb['as'])} || coalesce({agg}, '[]')"
 
 
-def plan_collection(name: str, spec: dict[str, Any], mapping: dict[str, Any]) -> Plan:
-    """The SELECT (with a `{where}` slot for key ranges) and the Python work for one collection."""
+def plan_collection(name: str, spec: dict[str, Any], mapping: dict[str, Any], fast: bool = True) -> Plan:
+    """The SELECT (with a `{where}` slot for key ranges) and the Python work for one collection;
+    with `fast`, also the binary-COPY plan when the collection qualifies (etl.fastpath)."""
     alias = "t"
     b = _Builder(alias, embedded=False)
     pieces = _doc_pieces(spec, b, mapping)
@@ -389,7 +392,14 @@ def plan_collection(name: str, spec: dict[str, Any], mapping: dict[str, Any]) ->
     notes = []
     if spec["id"]["kind"] == "none":
         notes.append(f"{spec['table']} has no primary key: full refresh only, _id assigned by MongoDB")
-    return Plan(name, spec["table"], sql, b.items, calculated, spec["id"]["kind"], where_column, notes)
+    plan = Plan(name, spec["table"], sql, b.items, calculated, spec["id"]["kind"], where_column, notes)
+    if fast:
+        from etl import fastpath
+
+        plan.fast, plan.general_reason = fastpath.plan(spec)
+    else:
+        plan.general_reason = "the fast path is turned off (ETL_TRANSFORM_FASTPATH)"
+    return plan
 
 
 # ---------------------------------------------------------------------------------------------
@@ -746,11 +756,13 @@ class PartResult:
     counters: dict[str, int]
     cast_failures: dict[str, int]
     seconds: float
+    reader: str = "sql-json"  # or "binary-copy" (etl.fastpath)
+    via_general: int = 0  # rows of a binary-copy part that the general path transformed
 
 
-def _psql_command(conninfo: str, sql: str) -> tuple[list[str], dict[str, str]]:
-    """psql running `COPY (sql) TO STDOUT`: argv and environment. The password travels in
-    PGPASSWORD, never on the command line; session settings in PGOPTIONS."""
+def _psql_command(conninfo: str, sql: str, binary: bool = False) -> tuple[list[str], dict[str, str]]:
+    """psql running `COPY (sql) TO STDOUT` (binary format with `binary`): argv and environment.
+    The password travels in PGPASSWORD, never on the command line; session settings in PGOPTIONS."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     from etl.services import pg_tool
@@ -762,16 +774,21 @@ def _psql_command(conninfo: str, sql: str) -> tuple[list[str], dict[str, str]]:
     if password:
         env["PGPASSWORD"] = str(password)
     argv = [pg_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", make_conninfo(**params),
-            "-c", f"COPY ({sql}) TO STDOUT"]
+            "-c", f"COPY ({sql}) TO STDOUT" + (" (FORMAT binary)" if binary else "")]
     return argv, env
 
 
 def run_plan(conninfo: str, plan: Plan, out: Path, where: str | None = None,
-             progress: Progress | None = None) -> PartResult:
-    """Stream `plan`'s SELECT (optionally restricted by `where`) into the .bson file `out`.
+             progress: Progress | None = None, fast: bool = True) -> PartResult:
+    """Stream `plan`'s SELECT (optionally restricted by `where`) into the .bson file `out`:
+    through the binary-COPY fast path when the plan has one (and `fast`), else the general path.
 
     psql does the COPY and writes it to a pipe: libpq's row-by-row reading stays in C, and
     Python reads the pipe a megabyte at a time while the server and psql keep producing."""
+    if fast and plan.fast is not None:
+        from etl import fastpath
+
+        return fastpath.run(conninfo, plan, out, where, progress)
     start = time.perf_counter()
     finisher = RowFinisher(plan)
     counters = finisher.counters
@@ -937,6 +954,9 @@ class CollectionResult:
     counters: dict[str, int]
     cast_failures: dict[str, int]
     notes: list[str]
+    reader: str = ""
+    via_general: int = 0
+    reader_note: str | None = None
 
 
 @dataclass
@@ -1052,7 +1072,7 @@ def transform(cfg: Config, db: str | None = None, *, collections: list[str] | No
         with psycopg.connect(conninfo, autocommit=True) as conn:
             stats = table_stats(conn, [specs[n]["table"] for n in specs]
                                 + [t for n in wanted for t in _EMBED_TABLES.get(specs[n]["table"], [])])
-            plans = {n: plan_collection(n, specs[n], mapping) for n in wanted}
+            plans = {n: plan_collection(n, specs[n], mapping, fast=cfg["ETL_TRANSFORM_FASTPATH"]) for n in wanted}
             source = source_dump()
             prints = {n: fingerprint(n, specs[n], stats, source) for n in wanted}
             todo = [n for n in wanted if force or not _current(folder, old.get(n), prints[n])]
@@ -1104,14 +1124,16 @@ def transform(cfg: Config, db: str | None = None, *, collections: list[str] | No
             results[n] = CollectionResult(n, prev["count"], prev["sha256"], prev["metadata_sha256"],
                                           prev.get("bytes", 0), prints[n], True, 0.0,
                                           prev.get("policies", {}), prev.get("cast_failures", {}),
-                                          prev.get("notes", []))
+                                          prev.get("notes", []), prev.get("reader", ""),
+                                          prev.get("rows_via_general_path", 0), prev.get("reader_note"))
     if collections:  # a partial run keeps the other collections' entries
         for n, prev in old.items():
             if n not in results and n in specs:
                 results[n] = CollectionResult(n, prev["count"], prev["sha256"], prev["metadata_sha256"],
                                               prev.get("bytes", 0), prev.get("fingerprint", ""), True, 0.0,
                                               prev.get("policies", {}), prev.get("cast_failures", {}),
-                                              prev.get("notes", []))
+                                              prev.get("notes", []), prev.get("reader", ""),
+                                              prev.get("rows_via_general_path", 0), prev.get("reader_note"))
     else:
         for stale in folder.glob("*.bson"):
             if stale.stem not in results:
@@ -1135,6 +1157,9 @@ def _assemble(folder: Path, name: str, spec: dict[str, Any], plan: Plan, parts: 
     counters: Counter = Counter()
     cast: Counter = Counter()
     seconds = 0.0
+    readers = {p.reader for p in parts.values()}
+    reader = readers.pop() if len(readers) == 1 else "mixed"
+    via_general = sum(p.via_general for p in parts.values())
     writer = BsonWriter(folder / f"{name}.bson")
     try:
         for index in sorted(parts):
@@ -1153,7 +1178,8 @@ def _assemble(folder: Path, name: str, spec: dict[str, Any], plan: Plan, parts: 
         raise
     meta_sha = write_metadata(folder, name, _metadata_for(name, spec))
     return CollectionResult(name, count, sha, meta_sha, size, fp, False, seconds,
-                            dict(counters), dict(cast), plan.notes)
+                            dict(counters), dict(cast), plan.notes, reader, via_general,
+                            None if reader == "binary-copy" else plan.general_reason)
 
 
 def _write_manifest(folder: Path, db: str, mapping: dict[str, Any], results: dict[str, CollectionResult],
@@ -1167,7 +1193,10 @@ def _write_manifest(folder: Path, db: str, mapping: dict[str, Any], results: dic
                           "metadata_sha256": c.metadata_sha256, "bytes": c.size, "fingerprint": c.fingerprint,
                           "table": spec.get("table"), "refresh": spec.get("refresh"),
                           "id": (spec.get("id") or {}).get("kind"), "policies": c.counters,
-                          "cast_failures": c.cast_failures, "notes": c.notes}
+                          "cast_failures": c.cast_failures, "notes": c.notes, "reader": c.reader,
+                          "rows_via_general_path": c.via_general}
+        if c.reader_note:
+            collections[n]["reader_note"] = c.reader_note
     body = {
         "format_version": FORMAT_VERSION,
         "kind": "transform",
