@@ -90,3 +90,24 @@ def test_a_stage_that_cannot_load_says_so_and_the_rest_work(monkeypatch):
     assert "the transform command cannot be loaded (ModuleNotFoundError" in result.stderr
     assert CliRunner().invoke(cli, ["--help"]).exit_code == 0
     assert CliRunner().invoke(cli, ["config"]).exit_code == 0
+
+
+@pytest.mark.parametrize("params", [
+    {"host": "127.0.0.1", "port": "5432", "user": "postgres", "dbname": "media_tool", "connect_timeout": "10"},
+    {"host": "db", "password": "p a'ss\\word=x", "dbname": "a b", "user": ""},
+    {"host": "/var/run/postgresql", "password": "'", "application_name": "\\'\\"},
+])
+def test_connection_strings_read_and_write_as_libpq_does(params):
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.conninfo import make_conninfo as psycopg_make
+
+    from etl.config import conninfo_params, make_conninfo
+
+    ours = make_conninfo(params)
+    assert conninfo_to_dict(ours) == params  # psycopg (libpq) reads what we write
+    assert conninfo_params(psycopg_make(**params)) == params  # we read what psycopg writes
+    assert conninfo_params(ours) == params
+    assert conninfo_params("postgresql://u:secret@h:5/d") == {"user": "u", "password": "secret", "host": "h",
+                                                              "port": "5", "dbname": "d"}
+    with pytest.raises(ConfigError, match="unterminated quote in password"):
+        conninfo_params("host=h password='abc")

@@ -206,13 +206,65 @@ class Config:
 
 
 def pg_conninfo(cfg: Config, dbname: str) -> str:
-    from psycopg.conninfo import make_conninfo
-
     params = dict(host=cfg["LOCAL_PG_HOST"], port=cfg["LOCAL_PG_PORT"], user=cfg["LOCAL_PG_USER"],
                   dbname=dbname, connect_timeout=10)
     if cfg["LOCAL_PG_PASSWORD"]:
         params["password"] = cfg["LOCAL_PG_PASSWORD"]
-    return make_conninfo(**params)
+    return make_conninfo(params)
+
+
+# libpq's key=value connection strings, written and read here rather than through
+# psycopg.conninfo: importing psycopg costs a command ~0.1 s, most of what a transform with
+# nothing to do spends. tests/test_config.py checks both against psycopg's own functions.
+
+_NEEDS_QUOTES = re.compile(r"[\s'\\]")
+
+
+def make_conninfo(params: Mapping[str, Any]) -> str:
+    """`key=value ...`, values single-quoted (with backslash escapes) when they need it."""
+    def quote(value: Any) -> str:
+        text = str(value)
+        if text and not _NEEDS_QUOTES.search(text):
+            return text
+        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    return " ".join(f"{key}={quote(value)}" for key, value in params.items() if value is not None)
+
+
+def conninfo_params(conninfo: str) -> dict[str, str]:
+    """The parameters of a connection string: libpq's `key=value` form (read here) or a
+    `postgresql://` URI (read by psycopg)."""
+    if "://" in conninfo:
+        from psycopg.conninfo import conninfo_to_dict
+
+        return {k: str(v) for k, v in conninfo_to_dict(conninfo).items()}
+    params: dict[str, str] = {}
+    i, n = 0, len(conninfo)
+    while True:
+        while i < n and conninfo[i].isspace():
+            i += 1
+        if i >= n:
+            return params
+        eq = conninfo.find("=", i)
+        if eq < 0:
+            raise ConfigError(f"malformed connection string: a parameter without '=' at character {i + 1}")
+        key = conninfo[i:eq].strip()
+        i = eq + 1
+        while i < n and conninfo[i].isspace():
+            i += 1
+        quoted = i < n and conninfo[i] == "'"
+        i += quoted
+        chars = []
+        while i < n and (conninfo[i] != "'" if quoted else not conninfo[i].isspace()):
+            if conninfo[i] == "\\" and i + 1 < n:
+                i += 1
+            chars.append(conninfo[i])
+            i += 1
+        if quoted:
+            if i >= n:
+                raise ConfigError(f"malformed connection string: unterminated quote in {key}")
+            i += 1
+        params[key] = "".join(chars)
 
 
 def mask_uri(value: str) -> str:

@@ -31,7 +31,6 @@ import subprocess
 import time
 import uuid as uuidlib
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -763,17 +762,16 @@ class PartResult:
 def _psql_command(conninfo: str, sql: str, binary: bool = False) -> tuple[list[str], dict[str, str]]:
     """psql running `COPY (sql) TO STDOUT` (binary format with `binary`): argv and environment.
     The password travels in PGPASSWORD, never on the command line; session settings in PGOPTIONS."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
+    from etl.config import conninfo_params, make_conninfo
     from etl.services import pg_tool
 
-    params = conninfo_to_dict(conninfo)
+    params = conninfo_params(conninfo)
     password = params.pop("password", None)
     env = dict(os.environ, PGOPTIONS="-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601 "
                                      "-c extra_float_digits=1")
     if password:
         env["PGPASSWORD"] = str(password)
-    argv = [pg_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", make_conninfo(**params),
+    argv = [pg_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", make_conninfo(params),
             "-c", f"COPY ({sql}) TO STDOUT" + (" (FORMAT binary)" if binary else "")]
     return argv, env
 
@@ -891,28 +889,49 @@ def _encode_lines(block: bytes, loads: Callable[[bytes], bytes], finisher: RowFi
 
 
 _STATS_SQL = """
-SELECT coalesce(sum(s.n_tup_ins), 0)::text, coalesce(sum(s.n_tup_upd), 0)::text,
-       coalesce(sum(s.n_tup_del), 0)::text, coalesce(sum(s.n_live_tup), 0)::text,
-       coalesce(string_agg(c.relfilenode::text, ',' ORDER BY c.oid), ''),
-       coalesce(sum(c.reltuples) FILTER (WHERE c.reltuples > 0), 0)::bigint
-FROM pg_class c
-LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
-WHERE c.oid = %(rel)s::regclass
-   OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = %(rel)s::regclass)
+SELECT coalesce(json_object_agg(r.name, CASE WHEN to_regclass(r.q) IS NOT NULL THEN (
+  SELECT json_build_array(
+           coalesce(sum(s.n_tup_ins), 0)::text, coalesce(sum(s.n_tup_upd), 0)::text,
+           coalesce(sum(s.n_tup_del), 0)::text, coalesce(sum(s.n_live_tup), 0)::text,
+           coalesce(string_agg(c.relfilenode::text, ',' ORDER BY c.oid), ''),
+           coalesce(sum(c.reltuples) FILTER (WHERE c.reltuples > 0), 0)::bigint)
+  FROM pg_class c
+  LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+  WHERE c.oid = to_regclass(r.q)
+     OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass(r.q))) END), '{}')
+FROM (VALUES {values}) r(name, q)
 """
 
 
-def table_stats(conn, tables: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """Per table (partitions summed): write counters, relfilenodes and the row estimate."""
-    import psycopg
+def query_json(conninfo: str, sql: str) -> Any:
+    """The one JSON value `sql` returns, through psql: the transform's catalog reads cost a
+    psql start (milliseconds) instead of importing a driver, which a run with nothing to do
+    would spend most of its time on."""
+    argv, env = _psql_command(conninfo, sql)
+    argv[-1] = sql
+    argv[-2:-2] = ["-A", "-t"]
+    proc = subprocess.run(argv, capture_output=True, env=env, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        err = proc.stderr.decode("utf-8", "replace").strip()
+        first = err.splitlines()[0] if err else f"psql exited with {proc.returncode}"
+        raise DatabaseError(first.removeprefix("psql: error: ").removeprefix("ERROR:  "))
+    return json.loads(proc.stdout)
 
+
+def table_stats(conninfo: str, tables: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Per table (partitions summed): write counters, relfilenodes and the row estimate, in one
+    catalog query."""
+    names = sorted(set(tables))
+    if not names:
+        return {}
+    values = ", ".join(f"({qlit(t)}, {qlit(qtable(t))})" for t in names)
+    rows = query_json(conninfo, _STATS_SQL.replace("{values}", values))
     out = {}
-    for table in sorted(set(tables)):
-        try:
-            row = conn.execute(_STATS_SQL, {"rel": qtable(table)}).fetchone()
-        except psycopg.errors.UndefinedTable:
+    for table in names:
+        row = rows.get(table)
+        if row is None:
             raise TransformError(f"table {table} of the mapping does not exist in the local database",
-                                 hint="the mapping is older than the restore: run `make canonical`") from None
+                                 hint="the mapping is older than the restore: run `make canonical`")
         out[table] = {"ins": row[0], "upd": row[1], "del": row[2], "live": row[3],
                       "files": row[4], "estimate": int(row[5] or 0)}
     return out
@@ -1014,6 +1033,8 @@ def _run_jobs(jobs: list[tuple], workers: int, parts: dict[str, dict[int, PartRe
         if workers > 1 and len(jobs) > 1:
             import multiprocessing
 
+            from concurrent.futures import ProcessPoolExecutor
+
             ctx = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
                 for name, index, result in pool.map(_work, jobs):
@@ -1024,9 +1045,9 @@ def _run_jobs(jobs: list[tuple], workers: int, parts: dict[str, dict[int, PartRe
                 parts[plan.collection][index] = run_plan(conninfo, plan, Path(out), where, bar)
 
 
-def _ranges(conn, plan: Plan, parts: int) -> list[str]:
+def _ranges(conninfo: str, plan: Plan, parts: int) -> list[str]:
     col = qident(plan.where_column)
-    lo, hi = conn.execute(f"SELECT min({col}), max({col}) FROM {qtable(plan.table)}").fetchone()
+    lo, hi = query_json(conninfo, f"SELECT json_build_array(min({col}), max({col})) FROM {qtable(plan.table)}")
     if lo is None:
         return []
     step = (hi - lo) // parts + 1
@@ -1039,8 +1060,6 @@ def transform(cfg: Config, db: str | None = None, *, collections: list[str] | No
               workers: int | None = None, echo: Callable[[str], None] | None = None) -> TransformResult:
     """Transform every collection of the mapping whose fingerprint changed (all with `force`)
     into `data/transformed/<db>/`, and write its manifest."""
-    import psycopg
-
     from etl.mongo import check_db_name
 
     echo = echo or (lambda _msg: None)
@@ -1069,29 +1088,27 @@ def transform(cfg: Config, db: str | None = None, *, collections: list[str] | No
         _EMBED_TABLES[spec["table"]] = [specs[e["collection"]]["table"] for e in spec.get("embed") or []
                                         if e["collection"] in specs]
     try:
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            stats = table_stats(conn, [specs[n]["table"] for n in specs]
-                                + [t for n in wanted for t in _EMBED_TABLES.get(specs[n]["table"], [])])
-            plans = {n: plan_collection(n, specs[n], mapping, fast=cfg["ETL_TRANSFORM_FASTPATH"]) for n in wanted}
-            source = source_dump()
-            prints = {n: fingerprint(n, specs[n], stats, source) for n in wanted}
-            todo = [n for n in wanted if force or not _current(folder, old.get(n), prints[n])]
-            jobs = []
-            for n in sorted(todo, key=lambda n: -stats[specs[n]["table"]]["estimate"]):
-                plan = plans[n]
-                est = stats[plan.table]["estimate"]
-                if workers > 1 and plan.where_column and est >= SPLIT_ROWS:
-                    wheres = _ranges(conn, plan, workers)
-                else:
-                    wheres = []
-                if len(wheres) > 1:
-                    for i, where in enumerate(wheres):
-                        jobs.append((conninfo, plan, str(folder / f".{n}.part{i}.bson"), where, i))
-                else:
-                    jobs.append((conninfo, plan, str(folder / f".{n}.part0.bson"), None, 0))
-    except psycopg.Error as exc:
-        raise DatabaseError(f"PostgreSQL database {cfg['LOCAL_PG_DB']} is not reachable: "
-                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+        stats = table_stats(conninfo, [specs[n]["table"] for n in specs]
+                            + [t for n in wanted for t in _EMBED_TABLES.get(specs[n]["table"], [])])
+        plans = {n: plan_collection(n, specs[n], mapping, fast=cfg["ETL_TRANSFORM_FASTPATH"]) for n in wanted}
+        source = source_dump()
+        prints = {n: fingerprint(n, specs[n], stats, source) for n in wanted}
+        todo = [n for n in wanted if force or not _current(folder, old.get(n), prints[n])]
+        jobs = []
+        for n in sorted(todo, key=lambda n: -stats[specs[n]["table"]]["estimate"]):
+            plan = plans[n]
+            est = stats[plan.table]["estimate"]
+            if workers > 1 and plan.where_column and est >= SPLIT_ROWS:
+                wheres = _ranges(conninfo, plan, workers)
+            else:
+                wheres = []
+            if len(wheres) > 1:
+                for i, where in enumerate(wheres):
+                    jobs.append((conninfo, plan, str(folder / f".{n}.part{i}.bson"), where, i))
+            else:
+                jobs.append((conninfo, plan, str(folder / f".{n}.part0.bson"), None, 0))
+    except DatabaseError as exc:
+        raise DatabaseError(f"PostgreSQL database {cfg['LOCAL_PG_DB']} is not reachable: {mask_uri(str(exc))}",
                             hint="run `make restore` first") from None
 
     for n in wanted:
