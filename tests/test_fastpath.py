@@ -8,13 +8,11 @@ import struct
 from collections import Counter
 
 import bson
-import psycopg
 import pytest
 from bson import json_util
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from psycopg.types.json import Jsonb
-from test_types_roundtrip import COLUMNS, check, rows
+from test_types_roundtrip import COLUMNS, check, insert_rows, rows, typed_table
 
 from etl import _pgbson, fastpath
 from etl.bsondump import CODEC, iter_raw, read_manifest
@@ -51,22 +49,7 @@ def _readable(docs: list[bytes]) -> list[str]:
 
 @pytest.fixture
 def table(project, pg):
-    cfg = load_config()
-    cols = ", ".join(f"{name} {pg_type}" for name, pg_type in FAST_COLUMNS.items())
-    pg.create_db(cfg["LOCAL_PG_DB"], f"CREATE TABLE ft (id int PRIMARY KEY, {cols})")
-    mapping = build_mapping(take_snapshot(cfg.pg_conninfo))
-    conn = psycopg.connect(cfg.pg_conninfo, autocommit=True)
-    yield cfg, mapping, conn
-    conn.close()
-
-
-def _insert(conn, batch):
-    names = list(FAST_COLUMNS)
-    with conn.cursor() as cur:
-        for i, row in enumerate(batch):
-            values = [Jsonb(row[n]) if n == "doc" and row[n] is not None else row[n] for n in names]
-            casts = ", ".join(f"%s::{FAST_COLUMNS[n]}" for n in names)
-            cur.execute(f"INSERT INTO ft (id, {', '.join(names)}) VALUES ({i}, {casts})", values)
+    yield from typed_table(pg, "ft", FAST_COLUMNS)
 
 
 # Values only the general path can take, mixed into the rows (as text, cast by PostgreSQL).
@@ -82,7 +65,7 @@ mixed_rows = st.builds(lambda row, extra: {**row, **extra}, rows,
 def test_fast_path_documents_are_the_general_paths(table, tmp_path, batch):
     cfg, mapping, conn = table
     conn.execute("TRUNCATE ft")
-    _insert(conn, batch)
+    insert_rows(conn, "ft", FAST_COLUMNS, batch)
     fast, fast_counts, general, general_counts = both_paths(cfg, mapping, "ft", tmp_path)
     assert _readable(fast) == _readable(general)
     assert sorted(fast) == sorted(general)
@@ -230,3 +213,26 @@ def test_encoder_streams_partial_rows_and_refuses_malformed_ones():
         _pgbson.encode(_row(b"a", b"b", b"c"), ops, 4, 2)
     with pytest.raises(ValueError, match="malformed int8"):
         _pgbson.encode(_row(b"abc", b"x", b"", b""), ops, 4, 2)
+
+
+def test_rounding_rules_give_the_general_paths_decimals(project, pg, tmp_path):
+    from etl.mapping import ROUND_MODES
+
+    cfg = load_config()
+    pg.create_db(cfg["LOCAL_PG_DB"], """
+        CREATE TABLE money (id int PRIMARY KEY, amount numeric(12,4), loose numeric);
+        INSERT INTO money SELECT g, (g - 50) * 0.0125 + CASE WHEN g % 7 = 0 THEN 0.005 ELSE 0 END,
+                                 (g - 50) / 8.0 FROM generate_series(1, 100) g;
+        INSERT INTO money VALUES (101, 'NaN', 'NaN');
+    """)
+    mapping = build_mapping(take_snapshot(cfg.pg_conninfo))
+    fields = {f["column"]: f for f in mapping["collections"]["money"]["fields"]}
+    for mode in ROUND_MODES:
+        fields["amount"]["round"] = {"places": 2, "mode": mode}
+        fast, fast_counts, general, general_counts = both_paths(cfg, mapping, "money", tmp_path)
+        assert sorted(fast) == sorted(general), mode
+        assert fast_counts.pop("rows_via_general_path") == 0 and fast_counts == general_counts
+    # Without a precision of at most 34 the general path decides before rounding: it keeps it.
+    fields["loose"]["round"] = {"places": 1, "mode": "half_even"}
+    plan, why = fastpath.plan(mapping["collections"]["money"])
+    assert plan is None and "loose" in why

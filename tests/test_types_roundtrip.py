@@ -168,15 +168,30 @@ def check(col: str, got, want) -> None:
             [None if w is None else _dec(w, 2) for w in want]
 
 
+def insert_rows(conn, table: str, columns: dict[str, str], batch: list[dict]) -> None:
+    """Rows `batch` (ids 0, 1, …) into `table`, each value cast to its column's type."""
+    names = list(columns)
+    casts = ", ".join(f"%s::{columns[n]}" for n in names)
+    with conn.cursor() as cur:
+        for i, row in enumerate(batch):
+            values = [Jsonb(row[n]) if n == "doc" and row[n] is not None else row[n] for n in names]
+            cur.execute(f"INSERT INTO {table} (id, {', '.join(names)}) VALUES ({i}, {casts})", values)
+
+
+def typed_table(pg, table: str, columns: dict[str, str]):
+    """A database holding `table` (id plus `columns`), its mapping, and a connection: yields
+    (cfg, mapping, conn) for a fixture."""
+    cfg = load_config()
+    cols = ", ".join(f"{name} {pg_type}" for name, pg_type in columns.items())
+    pg.create_db(cfg["LOCAL_PG_DB"], f"CREATE TABLE {table} (id int PRIMARY KEY, {cols})")
+    mapping = build_mapping(take_snapshot(cfg.pg_conninfo))
+    with psycopg.connect(cfg.pg_conninfo, autocommit=True) as conn:
+        yield cfg, mapping, conn
+
+
 @pytest.fixture
 def roundtrip(project, pg):
-    cfg = load_config()
-    cols = ", ".join(f"{name} {pg_type}" for name, pg_type in COLUMNS.items())
-    pg.create_db(cfg["LOCAL_PG_DB"], f"CREATE TABLE rt (id int PRIMARY KEY, {cols})")
-    mapping = build_mapping(take_snapshot(cfg.pg_conninfo))
-    conn = psycopg.connect(cfg.pg_conninfo, autocommit=True)
-    yield cfg, mapping, conn
-    conn.close()
+    yield from typed_table(pg, "rt", COLUMNS)
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -185,15 +200,10 @@ def roundtrip(project, pg):
 def test_values_round_trip(roundtrip, batch):
     cfg, mapping, conn = roundtrip
     conn.execute("TRUNCATE rt")
-    names = list(COLUMNS)
-    with conn.cursor() as cur:
-        for i, row in enumerate(batch):
-            values = [Jsonb(row[n]) if n == "doc" and row[n] is not None else row[n] for n in names]
-            casts = ", ".join(f"%s::{COLUMNS[n]}" for n in names)
-            cur.execute(f"INSERT INTO rt (id, {', '.join(names)}) VALUES ({i}, {casts})", values)
+    insert_rows(conn, "rt", COLUMNS, batch)
     result = transform(cfg, mapping=mapping, collections=["rt"], force=True, workers=1)
     docs = {d["_id"]: d for d in iter_docs(result.folder / "rt.bson")}
     assert sorted(docs) == list(range(len(batch)))
     for i, row in enumerate(batch):
-        for col in names:
+        for col in COLUMNS:
             check(col, docs[i][col], row[col])

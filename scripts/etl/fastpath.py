@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import re
-import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -27,7 +26,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from etl.bsondump import BsonWriter
-from etl.config import mask_uri
 from etl.errors import DatabaseError
 
 if TYPE_CHECKING:
@@ -85,9 +83,9 @@ def _modifiers(pg_type: str) -> list[int]:
 def _scalar(f: dict[str, Any], v: str) -> tuple[str, str] | None:
     """(kind name, SQL expression with a binary format the encoder reads) for field `f` read
     as `v`, or None when only the general path can produce its value."""
-    if f.get("cast") or f.get("default") is not None or f.get("round"):
-        return None
     bson_t, ser = f["bson"], f.get("serialize")
+    if f.get("cast") or f.get("default") is not None or (f.get("round") and bson_t != "decimal"):
+        return None
     name = _type_name(f.get("pg_type", ""))
     if bson_t == "int":
         return ("INT", f"{v}::int8") if name in _INT_ELEMENTS and not f.get("read_as") else None
@@ -99,6 +97,14 @@ def _scalar(f: dict[str, Any], v: str) -> tuple[str, str] | None:
         # As the general path: without a precision of at most 34, a value whose text is longer
         # than 34 characters goes through Python (which rounds it to 34 digits, counted).
         mods = _modifiers(f.get("pg_type", ""))
+        r = f.get("round")
+        if r:
+            if not mods or mods[0] > 34:
+                return None  # the general path checks the length before rounding: keep its choice
+            from etl.transform import _round_sql
+
+            # PostgreSQL rounds, as in the general path's SELECT (all seven modes).
+            return "DECIMAL", f"({_round_sql(f'{v}::numeric', int(r['places']), r.get('mode', 'half_even'))})::numeric"
         return ("DECIMAL" if mods and mods[0] <= 34 else "DECIMAL_34"), f"{v}::numeric"
     if bson_t == "double":
         return ("DOUBLE", f"{v}::float8") if name in ("real", "double precision") else None
@@ -195,58 +201,58 @@ def run(conninfo: str, plan_: "Plan", out: Path, where: str | None = None,
         progress: "Progress | None" = None) -> "PartResult":
     """Stream the fast plan of `plan_` (optionally restricted by `where`) into `out`; rows the
     encoder leaves out go through the general path and are appended."""
-    from etl.transform import PartResult, _psql_command, run_plan
+    from etl.errors import TransformError
+    from etl.transform import CopyStream, PartResult, run_plan
 
     fast = plan_.fast
     assert fast is not None and _pgbson is not None
     start = time.perf_counter()
     sql = fast.sql.replace("{where}", f" WHERE {where}" if where else "")
-    argv, env = _psql_command(conninfo, sql, binary=True)
     counters: Counter = Counter()
     flagged: list[tuple[bytes, bytes]] = []
-    writer = BsonWriter(out)
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            env=env)
-    _widen_pipe(proc.stdout)
     encode, ops, ncols = _pgbson.encode, fast.ops, fast.columns
+    writer = BsonWriter(out)
     try:
-        buf = b""
-        header = False
-        finished = False
-        while True:
-            block = proc.stdout.read(BLOCK_BYTES)
-            if block:
-                buf = buf + block if buf else block
-            if not header:
-                if len(buf) < 19 and block:
-                    continue
-                buf = _skip_header(buf, plan_.table)
-                header = True
-            if buf and not finished:
-                data, used, docs, rows_out, counts, finished = encode(buf, ops, ncols, 2)
-                writer.write_raw(data, docs)
-                buf = buf[used:]
-                if rows_out:
+        with CopyStream(conninfo, sql, plan_.table, binary=True) as stream:
+            _widen_pipe(stream.stdout)
+            buf = b""
+            header = False
+            finished = False
+            while len(flagged) <= FLAGGED_LIMIT:
+                block = stream.stdout.read(BLOCK_BYTES)
+                if block:
+                    buf = buf + block if buf else block
+                if not header:
+                    if len(buf) < 19 and block:
+                        continue
+                    buf = _skip_header(buf, plan_.table)
+                    header = True
+                if buf and not finished:
+                    try:
+                        data, used, docs, rows_out, counts, finished = encode(buf, ops, ncols, 2)
+                    except ValueError as exc:
+                        raise TransformError(f"reading {plan_.table}: {exc}") from None
+                    writer.write_raw(data, docs)
+                    buf = buf[used:]
                     flagged.extend(rows_out)
-                for name, n in zip(COUNTER_NAMES, counts):
-                    if n:
-                        counters[name] += n
-                if progress is not None:
-                    progress.advance(docs + len(rows_out))
-            if not block:
-                break
-        err = proc.stderr.read().decode("utf-8", "replace").strip()
-        if proc.wait() != 0 or not finished or buf:
-            last = err.splitlines()[-1] if err else f"psql exited with {proc.returncode}"
-            raise DatabaseError(f"reading {plan_.table} failed: {mask_uri(last)}")
+                    for name, n in zip(COUNTER_NAMES, counts):
+                        if n:
+                            counters[name] += n
+                    if progress is not None:
+                        progress.advance(docs + len(rows_out))
+                if not block:
+                    break
+            if len(flagged) <= FLAGGED_LIMIT:
+                stream.finish(finished and not buf)
         if len(flagged) > FLAGGED_LIMIT:
             # Cheaper to redo the part than to look up this many rows one by one.
             writer.abort()
-            log.info("%s: %d rows need the general path; transforming the part again through it",
-                     plan_.collection, len(flagged))
+            log.info("%s: more than %d rows need the general path; transforming the part through it",
+                     plan_.collection, FLAGGED_LIMIT)
             result = run_plan(conninfo, plan_, out, where, None, fast=False)
             result.via_general = result.count
             return result
+        cast_failures: dict[str, int] = {}
         if flagged:
             extra = out.with_name(out.name + ".flagged")
             try:
@@ -259,18 +265,10 @@ def run(conninfo: str, plan_: "Plan", out: Path, where: str | None = None,
                 extra.unlink(missing_ok=True)
             counters.update(part.counters)
             cast_failures = part.cast_failures
-        else:
-            cast_failures = {}
         count, _, _ = writer.commit()
     except BaseException:
         writer.abort()
         raise
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
     return PartResult(count, dict(counters), dict(cast_failures), time.perf_counter() - start,
                       "binary-copy", len(flagged))
 

@@ -776,6 +776,35 @@ def _psql_command(conninfo: str, sql: str, binary: bool = False) -> tuple[list[s
     return argv, env
 
 
+class CopyStream:
+    """psql running one `COPY (sql) TO STDOUT` into a pipe (`stdout`). Leaving the `with`
+    block stops psql if it still runs and closes the pipes; `finish` checks how it ended."""
+
+    def __init__(self, conninfo: str, sql: str, table: str, binary: bool = False):
+        argv, env = _psql_command(conninfo, sql, binary)
+        self.table = table
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL, env=env)
+        self.stdout = self.proc.stdout
+
+    def __enter__(self) -> "CopyStream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+    def finish(self, complete: bool) -> None:
+        """One error naming the table unless psql succeeded and the stream was `complete`."""
+        err = self.proc.stderr.read().decode("utf-8", "replace").strip()
+        if self.proc.wait() != 0 or not complete:
+            last = err.splitlines()[-1] if err else f"psql exited with {self.proc.returncode}"
+            raise DatabaseError(f"reading {self.table} failed: {mask_uri(last)}")
+
+
 def run_plan(conninfo: str, plan: Plan, out: Path, where: str | None = None,
              progress: Progress | None = None, fast: bool = True) -> PartResult:
     """Stream `plan`'s SELECT (optionally restricted by `where`) into the .bson file `out`:
@@ -791,35 +820,24 @@ def run_plan(conninfo: str, plan: Plan, out: Path, where: str | None = None,
     finisher = RowFinisher(plan)
     counters = finisher.counters
     sql = plan.sql.replace("{where}", f" WHERE {where}" if where else "")
-    argv, env = _psql_command(conninfo, sql)
     writer = BsonWriter(out)
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            env=env)
     try:
-        rest = b""
-        while True:
-            block = proc.stdout.read(BLOCK_BYTES)
-            if not block:
-                break
-            data = rest + block
-            cut = data.rfind(b"\n") + 1
-            rest = data[cut:]
-            if cut:
-                _flush(data[:cut], writer, finisher, counters, progress)
-        err = proc.stderr.read().decode("utf-8", "replace").strip()
-        if proc.wait() != 0 or rest:
-            last = err.splitlines()[-1] if err else f"psql exited with {proc.returncode}"
-            raise DatabaseError(f"reading {plan.table} failed: {mask_uri(last)}")
+        with CopyStream(conninfo, sql, plan.table) as stream:
+            rest = b""
+            while True:
+                block = stream.stdout.read(BLOCK_BYTES)
+                if not block:
+                    break
+                data = rest + block
+                cut = data.rfind(b"\n") + 1
+                rest = data[cut:]
+                if cut:
+                    _flush(data[:cut], writer, finisher, counters, progress)
+            stream.finish(not rest)
         count, _, _ = writer.commit()
     except BaseException:
         writer.abort()
         raise
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
     return PartResult(count, dict(counters), dict(finisher.cast_failures), time.perf_counter() - start)
 
 
