@@ -2,7 +2,11 @@
 
 How a row becomes a document (docs/transform-and-load.md has the whole story and the numbers):
 
-* PostgreSQL writes each document itself. The SELECT the transform generates from the mapping
+* The fast path (etl.fastpath): a collection whose fields all have plain conversions is read
+  with a binary COPY whose rows a C extension (etl._pgbson) encodes as BSON; rows that need a
+  policy are left out there and come back through the general path below, by row identity.
+  Both paths give the same bytes for the same rows.
+* The general path: PostgreSQL writes each document itself. The SELECT the transform generates from the mapping
   turns every row into MongoDB Extended JSON text (`{"$numberDecimal": …}`, `{"$date":
   {"$numberLong": …}}`, …) with plain string concatenation, which the server does in C; `COPY …
   TO STDOUT` streams it; `bsonjs` (libbson) turns each line into BSON in C. Python touches
