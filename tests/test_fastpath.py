@@ -236,3 +236,17 @@ def test_rounding_rules_give_the_general_paths_decimals(project, pg, tmp_path):
     fields["loose"]["round"] = {"places": 1, "mode": "half_even"}
     plan, why = fastpath.plan(mapping["collections"]["money"])
     assert plan is None and "loose" in why
+
+
+def test_without_the_encoder_every_collection_says_so(project, pg, monkeypatch):
+    cfg = load_config()
+    pg.create_db(cfg["LOCAL_PG_DB"], "CREATE TABLE plain (id int PRIMARY KEY, label text); "
+                                     "INSERT INTO plain VALUES (1, 'a')")
+    mapping = build_mapping(take_snapshot(cfg.pg_conninfo))
+    monkeypatch.setattr(fastpath, "_pgbson", None)
+    monkeypatch.setattr(fastpath, "IMPORT_ERROR", "No module named 'etl._pgbson'")
+    said = []
+    result = transform(cfg, mapping=mapping, force=True, workers=1, echo=said.append)
+    assert result.collections["plain"].reader == "sql-json" and result.collections["plain"].count == 1
+    assert any("C encoder is not built" in line for line in said)
+    assert "not built" in read_manifest(result.folder)["collections"]["plain"]["reader_note"]

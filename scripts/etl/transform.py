@@ -1133,6 +1133,13 @@ def transform(cfg: Config, db: str | None = None, *, collections: list[str] | No
         raise DatabaseError(f"PostgreSQL database {cfg['LOCAL_PG_DB']} is not reachable: {mask_uri(str(exc))}",
                             hint="run `make restore` first") from None
 
+    from etl import fastpath
+
+    if todo and cfg["ETL_TRANSFORM_FASTPATH"] and not fastpath.available():
+        note = (f"the transform's C encoder is not built ({fastpath.IMPORT_ERROR}): every collection takes "
+                f"the slower general path; reinstall with a C compiler (`make -B .venv/.installed`)")
+        log.warning(note)
+        echo(f"note: {note}")
     for n in wanted:
         for note in plans[n].notes:
             log.warning(note)
