@@ -237,3 +237,38 @@ def test_staging_left_by_a_killed_load_is_cleared_by_the_next(target):
     assert mdb.list_collection_names() == ["a"]
     assert _all(mdb.a) == [{"_id": 1, "v": "new"}]
     assert any("interrupted load" in n for n in result.notes)
+
+
+def test_archived_fields_survive_full_and_incremental_loads_and_validation(target, tmp_path):
+    """A removed column archived by decision lives only in MongoDB (`<column>__archived`):
+    neither kind of load may drop it, and validation compares everything else."""
+    import json
+
+    from etl.bsondump import read_manifest
+    from etl.mapping import mapping_path
+    from etl.validate import check_collection, manifest_collections
+
+    cfg, mdb = target
+    mapping = json.loads(mapping_path().read_text())
+    mapping["collections"]["campaigns"]["archived"] = [{"column": "legacy", "as": "legacy__archived"}]
+    mapping_path().write_text(json.dumps(mapping))
+    mdb.campaigns.insert_many([{"_id": 1, "name": "old", "legacy__archived": "L1"}, {"_id": 2, "name": "old"},
+                               {"_id": 50, "name": "row gone", "legacy__archived": "L50"}])
+    make_transformed(mdb.name, {"campaigns": [{"_id": i, "name": f"c{i}"} for i in range(25)]})
+    result = load(cfg, mdb.name)
+    docs = {d["_id"]: d for d in mdb.campaigns.find()}
+    assert sorted(docs) == list(range(25))  # a full load still replaces the collection
+    assert docs[1] == {"_id": 1, "name": "c1", "legacy__archived": "L1"}
+    assert "legacy__archived" not in docs[2]
+    assert any("carried over on 1 documents" in n for n in result.notes)
+
+    make_transformed(mdb.name, {"campaigns": [{"_id": i, "name": f"v2-{i}"} for i in range(25)]})
+    load(cfg, mdb.name, mode="incremental")
+    assert mdb.campaigns.find_one({"_id": 1}) == {"_id": 1, "name": "v2-1", "legacy__archived": "L1"}
+
+    folder = paths.transformed / mdb.name
+    entry = manifest_collections(read_manifest(folder))["campaigns"]
+    kept = check_collection(mdb, "campaigns", folder, entry, 0, tmp_path, archived=["legacy__archived"])
+    assert kept["content"]["ok"] and kept["count"]["ok"]
+    naive = check_collection(mdb, "campaigns", folder, entry, 0, tmp_path)
+    assert not naive["content"]["ok"] and naive["content"]["modified"] == 1

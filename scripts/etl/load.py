@@ -27,8 +27,9 @@ from typing import Any, Callable
 
 import bson
 import click
+from bson.raw_bson import RawBSONDocument
 
-from etl.bsondump import CODEC, index_specs, iter_batches, read_manifest, read_metadata, verify
+from etl.bsondump import CODEC, RAW_CODEC, index_specs, iter_batches, read_manifest, read_metadata, verify
 from etl.cli import config_options
 from etl.config import Config
 from etl.errors import BackupError, LoadError
@@ -180,10 +181,13 @@ def load(cfg: Config, db: str | None = None, *, source: str | None = None, mode:
         for n in full:
             if mode == "incremental":
                 result.notes.append(f"{n}: no primary key, loaded in full")
+        from etl.mapping import archived_fields
+
+        archived = {n: archived_fields(n) for n in names}
         if full:
-            _load_full(cfg, mdb, folder, full, entries, batch_size, doomed, result, echo)
+            _load_full(cfg, mdb, folder, full, entries, batch_size, doomed, result, echo, archived)
         for n in incremental:
-            _load_incremental(mdb, folder, n, entries[n], batch_size, prune, result, echo)
+            _load_incremental(mdb, folder, n, entries[n], batch_size, prune, result, echo, archived[n])
     except PyMongoError as exc:
         raise LoadError(f"MongoDB refused the load of {db}: {type(exc).__name__}: "
                         f"{str(exc).splitlines()[0][:200]}") from None
@@ -194,8 +198,35 @@ def load(cfg: Config, db: str | None = None, *, source: str | None = None, mode:
     return result
 
 
+def _carry_archived(live, batch: list, keep: list[str]) -> tuple[list, int]:
+    """`batch` (raw documents) with the archived fields `keep` of the same `_id`s in `live`
+    added (fields that exist only in MongoDB: a removed column's values moved there by its
+    migration), and how many documents got some."""
+    ids = [d["_id"] for d in batch if "_id" in d]
+    if not ids or not keep:
+        return batch, 0
+    found = {}
+    for old in live.find({"_id": {"$in": ids}}, {f: 1 for f in keep}):
+        fields = {f: old[f] for f in keep if f in old}
+        if fields:
+            found[bson.encode({"_id": old["_id"]}, codec_options=CODEC)] = fields
+    if not found:
+        return batch, 0
+    out, carried = [], 0
+    for raw in batch:
+        fields = found.get(bson.encode({"_id": raw["_id"]}, codec_options=CODEC)) if "_id" in raw else None
+        if fields:
+            doc = bson.decode(raw.raw, codec_options=CODEC)
+            doc.update({f: v for f, v in fields.items() if f not in doc})
+            raw = RawBSONDocument(bson.encode(doc, codec_options=CODEC), RAW_CODEC)
+            carried += 1
+        out.append(raw)
+    return out, carried
+
+
 def _load_full(cfg: Config, mdb, folder: Path, names: list[str], entries: dict[str, Any], batch_size: int,
-               doomed: list[str], result: LoadResult, echo: Callable[[str], None]) -> None:
+               doomed: list[str], result: LoadResult, echo: Callable[[str], None],
+               archived: dict[str, list[str]] | None = None) -> None:
     from pymongo.errors import OperationFailure, PyMongoError
 
     run_id = uuid.uuid4().hex[:8]
@@ -220,10 +251,17 @@ def _load_full(cfg: Config, mdb, folder: Path, names: list[str], entries: dict[s
             # Indexes first: a unique or partial index then judges each document as it arrives,
             # the same on every server, and a duplicate names itself at insert time.
             _create_indexes(coll, meta)
+            keep = (archived or {}).get(n) or []
+            carried = 0
             with Progress(f"load {mdb.name}.{n}", total=want, unit="docs") as bar:
                 for batch in iter_batches(folder / f"{n}.bson", batch_size):
+                    if keep:
+                        batch, k = _carry_archived(mdb[n], batch, keep)
+                        carried += k
                     inserter.insert(coll, batch)
                     bar.advance(len(batch))
+            if keep:
+                result.notes.append(f"{n}: archived fields ({', '.join(keep)}) carried over on {carried} documents")
             # The server's own count of a collection only this load has written: metadata, no
             # scan (count_documents would read every document again).
             have = coll.estimated_document_count()
@@ -265,7 +303,7 @@ def _drop_all(mdb, names) -> None:
 
 
 def _load_incremental(mdb, folder: Path, name: str, entry: dict[str, Any], batch_size: int, prune: bool,
-                      result: LoadResult, echo: Callable[[str], None]) -> None:
+                      result: LoadResult, echo: Callable[[str], None], keep: list[str] | None = None) -> None:
     from pymongo import ReplaceOne
 
     meta = read_metadata(folder / f"{name}.metadata.json")
@@ -273,7 +311,11 @@ def _load_incremental(mdb, folder: Path, name: str, entry: dict[str, Any], batch
     seen: set[bytes] = set()
     upserted = 0
     with Progress(f"upsert {mdb.name}.{name}", total=int(entry["count"]), unit="docs") as bar:
+        carried = 0
         for batch in iter_batches(folder / f"{name}.bson", batch_size):
+            if keep:
+                batch, k = _carry_archived(coll, batch, keep)
+                carried += k
             docs = [bson.decode(d.raw, codec_options=CODEC) for d in batch]
             if prune:
                 seen.update(bson.encode({"_id": d["_id"]}) for d in docs)
@@ -281,6 +323,8 @@ def _load_incremental(mdb, folder: Path, name: str, entry: dict[str, Any], batch
             upserted += len(docs)
             bar.advance(len(docs))
     _create_indexes(coll, meta)
+    if keep:
+        result.notes.append(f"{name}: archived fields ({', '.join(keep)}) carried over on {carried} documents")
     result.counts[name] = upserted
     if prune:
         gone = [doc["_id"] for doc in coll.find({}, {"_id": 1})

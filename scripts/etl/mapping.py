@@ -9,6 +9,7 @@ explains every key and policy.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Iterable
@@ -590,6 +591,23 @@ def _apply_decisions(field: dict[str, Any], table: str, decisions: list[dict[str
             backfill = _decision_value(entry, "backfill")
             if backfill is not None:
                 field["default"] = {"expression": backfill}
+
+
+def archived_fields(collection: str, mapping: dict[str, Any] | None = None) -> list[str]:
+    """The `<column>__archived` fields of `collection`: values that live only in MongoDB (a
+    removed column's last values, moved there by its migration), which loads carry over from
+    the documents already loaded and validation leaves out of its comparison. Read from
+    schemas/mapping.json when `mapping` is not given; none when there is no mapping."""
+    if mapping is None:
+        path = mapping_path()
+        if not path.is_file():
+            return []
+        try:
+            mapping = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+    spec = (mapping.get("collections") or {}).get(collection) or {}
+    return [a["as"] for a in spec.get("archived") or [] if a.get("as")]
 
 
 def _archived(table: str, decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:

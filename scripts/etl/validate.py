@@ -426,9 +426,12 @@ class _Sample:
 
 def check_collection(db, name: str, folder: Path, entry: ManifestEntry, sample: int,
                      schema_dir: Path, source_rows: int | None = None,
-                     seen: Seen | None = None, ref_fields: Sequence[str] = ()) -> dict:
+                     seen: Seen | None = None, ref_fields: Sequence[str] = (),
+                     archived: Sequence[str] = ()) -> dict:
     """Count, content, schema and validator checks of one collection against its files.
-    With `seen`, the same pass keeps the `_id`s and `ref_fields` values for check_reference."""
+    With `seen`, the same pass keeps the `_id`s and `ref_fields` values for check_reference.
+    `archived` fields exist only in MongoDB (etl.mapping.archived_fields): the content check
+    leaves them out, the schema check sees them."""
     bson_path = folder / f"{name}.bson"
     expected: dict[bytes, bytes] = {}
     # Documents of a table without a primary key carry no _id in the file; the server gives
@@ -464,7 +467,7 @@ def check_collection(db, name: str, folder: Path, entry: ManifestEntry, sample: 
     modified: list[bytes] = []
     with Progress(f"validate {name}", total=expected_count or None, unit="docs") as bar:
         for doc in read_docs(db[name]):
-            digest = doc_digest(doc)
+            digest = doc_digest({k: v for k, v in doc.items() if k not in archived} if archived else doc)
             key = id_key(doc.get("_id"))
             want = pending.pop(key, None)
             if want is not None:
@@ -574,6 +577,8 @@ def validate(cfg: Config, db: str | None = None, *, sample: int | None = None,
 
     `references` defaults to the foreign keys of schemas/mapping.json + schemas/accepted.json.
     """
+    from etl.mapping import archived_fields
+
     db = check_db_name(db or cfg["MONGO_DB_NAME"])
     folder = folder or paths.transformed / db
     schema_dir = schema_dir or paths.schemas / "collections"
@@ -598,7 +603,8 @@ def validate(cfg: Config, db: str | None = None, *, sample: int | None = None,
         seen = {name: Seen() for name in entries}
         collections = {name: check_collection(mdb, name, folder, entry, sample, schema_dir,
                                               sources.get(name), seen[name],
-                                              sorted({r.field for r in references if r.collection == name}))
+                                              sorted({r.field for r in references if r.collection == name}),
+                                              archived_fields(name))
                        for name, entry in sorted(entries.items())}
         refs = [check_reference(ref, seen[ref.collection], seen[ref.target]) for ref in references]
     except PyMongoError as exc:  # the server went away or refused a read
