@@ -281,3 +281,29 @@ def test_a_query_failing_midway_keeps_the_previous_output(project, pg):
         transform(cfg, mapping=mapping, workers=1)
     assert (result.folder / "a.bson").read_bytes() == before
     assert not [p for p in result.folder.iterdir() if p.name.startswith(".")]
+
+
+def test_values_nulled_inside_embedded_children_are_counted(project, pg):
+    cfg = load_config()
+    pg.create_db(cfg["LOCAL_PG_DB"], """
+        CREATE TABLE parent (id int PRIMARY KEY, name text);
+        CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent, at timestamptz, doc jsonb);
+        INSERT INTO parent VALUES (1, 'a'), (2, 'b');
+        INSERT INTO child VALUES (10, 1, 'infinity', '{"ok": 1}'), (11, 1, '2024-01-01', '{"a.b": 1}'),
+                                 (12, 2, '-infinity', NULL), (13, 2, '2024-01-02', '{"$x": 2}'),
+                                 (14, NULL, 'infinity', '{"$orphan": 1}');
+    """)
+    mapping = build_mapping(take_snapshot(cfg.pg_conninfo))
+    embed = {"collection": "child", "as": "kids", "foreign_key": ["parent_id"], "sort": [["_id", 1]], "limit": None}
+    mapping["collections"]["parent"]["embed"] = [embed]
+    result = transform(cfg, mapping=mapping, collections=["parent"], force=True, workers=1)
+    docs = {d["_id"]: d for d in iter_docs(result.folder / "parent.bson")}
+    assert [k["at"] for k in docs[1]["kids"]] == [None, dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)]
+    assert docs[1]["kids"][1]["doc"] is None and docs[2]["kids"][1]["doc"] is None
+    # The orphan child (no parent) is not embedded anywhere, so not counted.
+    assert result.collections["parent"].counters == {"embedded_kids_at_nulled": 2, "embedded_kids_doc_nulled": 2}
+    # With a limit, only the children a parent keeps count.
+    embed.update(limit=1, sort=[["_id", -1]])
+    result = transform(cfg, mapping=mapping, collections=["parent"], force=True, workers=1)
+    assert result.collections["parent"].counters == {"embedded_kids_doc_nulled": 2}
+    assert read_manifest(result.folder)["collections"]["parent"]["policies"] == {"embedded_kids_doc_nulled": 2}

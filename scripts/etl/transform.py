@@ -145,6 +145,7 @@ class Plan:
     id_kind: str
     where_column: str | None = None  # integer key for range splits
     notes: list[str] = field(default_factory=list)
+    embed_counts: list[tuple[list[str], str]] = field(default_factory=list)  # see _embed_count
     fast: Any = None  # fastpath.FastPlan when the C encoder can read every field
     general_reason: str | None = None  # why it cannot
 
@@ -263,6 +264,8 @@ class _Builder:
     items: list[PyItem] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)  # L1: expensive texts (jsonb::text)
     checks: list[str] = field(default_factory=list)  # L2: booleans, true = fast text is exact
+    nulled: list[tuple[str, str]] = field(default_factory=list)  # embedded: (field, check) written null when false
+    embed_counts: list[tuple[list[str], str]] = field(default_factory=list)  # (counter names, SQL)
 
     def text(self, expr: str) -> str:
         self.texts.append(expr)
@@ -314,12 +317,13 @@ def _doc_pieces(spec: dict[str, Any], b: _Builder, mapping: dict[str, Any]) -> l
             # Embedded children have no second column: a value the fast text cannot hold
             # exactly is null there (docs/transform-and-load.md, "Embedding").
             pieces.append(f"',' || {key} || CASE WHEN {ok} THEN coalesce({j}, 'null') ELSE 'null' END")
+            b.nulled.append((f["name"], ok))
         else:
             flag = b.check(ok)
             pieces.append(f"CASE WHEN {flag} THEN ',' || {key} || coalesce({j}, 'null') ELSE '' END")
             b.items.append(PyItem("special", f, f"CASE WHEN NOT {flag} THEN {text_for_py} END"))
     for i, emb in enumerate(spec.get("embed") or []):
-        pieces.append(_embed_piece(spec, emb, alias, f"{alias}_e{i}", mapping))
+        pieces.append(_embed_piece(spec, emb, alias, f"{alias}_e{i}", mapping, b))
     return pieces
 
 
@@ -331,7 +335,7 @@ def _doc_text(pieces: list[str]) -> str:
 
 
 def _embed_piece(parent: dict[str, Any], emb: dict[str, Any], alias: str, calias: str,
-                 mapping: dict[str, Any]) -> str:
+                 mapping: dict[str, Any], b: _Builder) -> str:
     child = mapping["collections"][emb["collection"]]
     cb = _Builder(calias, embedded=True)
     doc = _doc_text(_doc_pieces(child, cb, mapping))
@@ -346,7 +350,25 @@ def _embed_piece(parent: dict[str, Any], emb: dict[str, Any], alias: str, calias
     if emb.get("limit"):
         inner += f" LIMIT {int(emb['limit'])}"
     agg = f"(SELECT '[' || string_agg(s.d, ',') || ']' FROM ({inner}) s)"
+    if cb.nulled and not b.embedded:
+        b.embed_counts.append(_embed_count(parent, emb, child, alias, calias, conds, order, cb.nulled))
     return f"',' || {_key(emb['as'])} || coalesce({agg}, '[]')"
+
+
+def _embed_count(parent: dict[str, Any], emb: dict[str, Any], child: dict[str, Any], alias: str, calias: str,
+                 conds: list[str], order: str, nulled: list[tuple[str, str]]) -> tuple[list[str], str]:
+    """Counter names and one SQL query counting, over the children a parent embeds (its sort
+    and limit applied), the values written null because only Python could state them."""
+    fk = ", ".join(f"{calias}.{qident(c)}" for c in emb["foreign_key"])
+    limit = emb.get("limit")
+    rn = f", row_number() OVER (PARTITION BY {fk} ORDER BY {order or fk}) AS __rn" if limit else ""
+    source = (f"SELECT {calias}.*{rn} FROM {qtable(child['table'])} {calias} "
+              f"WHERE EXISTS (SELECT 1 FROM {qtable(parent['table'])} {alias} WHERE {' AND '.join(conds)})")
+    counts = ", ".join(f"count(*) FILTER (WHERE NOT {ok})" for _, ok in nulled)
+    sql = f"SELECT json_build_array({counts}) FROM ({source}) {calias}"
+    if limit:
+        sql += f" WHERE {calias}.__rn <= {int(limit)}"
+    return [f"embedded_{emb['as']}_{name}_nulled" for name, _ in nulled], sql
 
 
 def plan_collection(name: str, spec: dict[str, Any], mapping: dict[str, Any], fast: bool = True) -> Plan:
@@ -396,6 +418,7 @@ def plan_collection(name: str, spec: dict[str, Any], mapping: dict[str, Any], fa
     if spec["id"]["kind"] == "none":
         notes.append(f"{spec['table']} has no primary key: full refresh only, _id assigned by MongoDB")
     plan = Plan(name, spec["table"], sql, b.items, calculated, spec["id"]["kind"], where_column, notes)
+    plan.embed_counts = b.embed_counts
     if fast:
         from etl import fastpath
 
@@ -1155,6 +1178,10 @@ def transform(cfg: Config, db: str | None = None, *, collections: list[str] | No
             _run_jobs(jobs, workers, parts, sum(stats[plans[n].table]["estimate"] for n in todo) or None, db)
         for n in todo:
             results[n] = _assemble(folder, n, specs[n], plans[n], parts[n], prints[n])
+            for names, sql in plans[n].embed_counts:
+                for counter, value in zip(names, query_json(conninfo, sql)):
+                    if value:
+                        results[n].counters[counter] = value
     finally:
         # A failed run leaves the previous .bson files, never half-made parts.
         for part in folder.glob(".*.part*.bson"):
