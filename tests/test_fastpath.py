@@ -213,6 +213,16 @@ def test_encoder_streams_partial_rows_and_refuses_malformed_ones():
         _pgbson.encode(_row(b"a", b"b", b"c"), ops, 4, 2)
     with pytest.raises(ValueError, match="malformed int8"):
         _pgbson.encode(_row(b"abc", b"x", b"", b""), ops, 4, 2)
+    with pytest.raises(ValueError, match="unbalanced"):
+        _pgbson.encode(rows_, ((_pgbson.DOC_END, 0, b""),), 4, 2)
+    with pytest.raises(ValueError, match="bad operation 0"):
+        _pgbson.encode(rows_, ((_pgbson.STRING, 9, b"s"),), 4, 2)
+    # A flagged row (an infinite date) is left out and identified by its last two columns.
+    infinite = _row(struct.pack(">q", 9), struct.pack(">i", 0x7FFFFFFF), b"\0\0\0\7", b"\0\0\0\0\0\3")
+    data, used, docs, flagged, _, _ = _pgbson.encode(infinite, ((_pgbson.LONG, 0, b"_id"),
+                                                                (_pgbson.DATE_DAYS, 1, b"day")), 4, 2)
+    assert (data, used, docs) == (b"", len(infinite), 0)
+    assert flagged == [(b"\0\0\0\7", b"\0\0\0\0\0\3")]
 
 
 def test_rounding_rules_give_the_general_paths_decimals(project, pg, tmp_path):

@@ -878,7 +878,11 @@ static PyObject *encode(PyObject *Py_UNUSED(self), PyObject *args) {
         for (Py_ssize_t i = 0; i < nops && !rc; i++) {
             Op *op = &ops[i];
             if (op->kind == K_DOC_BEGIN) {
-                if (depth >= MAX_DEPTH || put_head(&out, 0x03, op->key, op->klen))
+                if (depth >= MAX_DEPTH) {
+                    PyErr_SetString(PyExc_ValueError, "operations nested too deep");
+                    goto done;
+                }
+                if (put_head(&out, 0x03, op->key, op->klen))
                     goto done;
                 stack[depth++] = out.len;
                 rc = put_i32(&out, 0);
