@@ -252,17 +252,23 @@ def test_archived_fields_survive_full_and_incremental_loads_and_validation(targe
     mapping = json.loads(mapping_path().read_text())
     mapping["collections"]["campaigns"]["archived"] = [{"column": "legacy", "as": "legacy__archived"}]
     mapping_path().write_text(json.dumps(mapping))
+    # _id 3 was loaded before the decision and its migration ran: the value is still `legacy`.
     mdb.campaigns.insert_many([{"_id": 1, "name": "old", "legacy__archived": "L1"}, {"_id": 2, "name": "old"},
+                               {"_id": 3, "name": "old", "legacy": "L3"},
                                {"_id": 50, "name": "row gone", "legacy__archived": "L50"}])
-    make_transformed(mdb.name, {"campaigns": [{"_id": i, "name": f"c{i}"} for i in range(25)]})
+    make_transformed(mdb.name, {"campaigns": [{"_id": i, "name": f"c{i}"} for i in range(25)]
+                                + [{"_id": 30, "name": "c30", "legacy": "a new column of the old name"}]})
+    mdb.campaigns.insert_one({"_id": 30, "name": "old", "legacy": "new"})
     result = load(cfg, mdb.name)
     docs = {d["_id"]: d for d in mdb.campaigns.find()}
-    assert sorted(docs) == list(range(25))  # a full load still replaces the collection
+    assert sorted(docs) == list(range(25)) + [30]  # a full load still replaces the collection
     assert docs[1] == {"_id": 1, "name": "c1", "legacy__archived": "L1"}
-    assert "legacy__archived" not in docs[2]
-    assert any("carried over on 1 documents" in n for n in result.notes)
+    assert docs[3] == {"_id": 3, "name": "c3", "legacy__archived": "L3"}
+    assert "legacy__archived" not in docs[2] and "legacy__archived" not in docs[30]
+    assert any("carried over on 2 documents" in n for n in result.notes)
 
-    make_transformed(mdb.name, {"campaigns": [{"_id": i, "name": f"v2-{i}"} for i in range(25)]})
+    make_transformed(mdb.name, {"campaigns": [{"_id": i, "name": f"v2-{i}"} for i in range(25)]
+                                + [{"_id": 30, "name": "c30", "legacy": "a new column of the old name"}]})
     load(cfg, mdb.name, mode="incremental")
     assert mdb.campaigns.find_one({"_id": 1}) == {"_id": 1, "name": "v2-1", "legacy__archived": "L1"}
 
@@ -271,4 +277,4 @@ def test_archived_fields_survive_full_and_incremental_loads_and_validation(targe
     kept = check_collection(mdb, "campaigns", folder, entry, 0, tmp_path, archived=["legacy__archived"])
     assert kept["content"]["ok"] and kept["count"]["ok"]
     naive = check_collection(mdb, "campaigns", folder, entry, 0, tmp_path)
-    assert not naive["content"]["ok"] and naive["content"]["modified"] == 1
+    assert not naive["content"]["ok"] and naive["content"]["modified"] == 2

@@ -278,7 +278,7 @@ def test_decisions_set_cast_default_and_archive(keyed):
     assert fields["amount"]["cast"] == {"strategy": "cast", "on_failure": "keep_old"}
     assert fields["amount"]["archive_as"] == "amount__old"
     assert fields["label"]["default"] == "a"
-    assert children["archived"] == [{"column": "legacy", "as": "legacy__archived"}]
+    assert children["archived"] == [{"column": "legacy", "field": "legacy", "as": "legacy__archived"}]
 
 
 def test_collection_names():

@@ -198,16 +198,24 @@ def load(cfg: Config, db: str | None = None, *, source: str | None = None, mode:
     return result
 
 
-def _carry_archived(live, batch: list, keep: list[str]) -> tuple[list, int]:
-    """`batch` (raw documents) with the archived fields `keep` of the same `_id`s in `live`
-    added (fields that exist only in MongoDB: a removed column's values moved there by its
-    migration), and how many documents got some."""
+def _carry_archived(live, batch: list, keep: list[tuple[str, str]]) -> tuple[list, int]:
+    """`batch` (raw documents) with the archived fields of the same `_id`s in `live` added.
+    `keep` holds (field, archived name) pairs: a removed column's values live only in MongoDB,
+    under the archived name once the decision's migration ran, or still under the field's own
+    name when it has not (a full load does not run migrations); either way they land under the
+    archived name. Returns the batch and how many documents got some."""
     ids = [d["_id"] for d in batch if "_id" in d]
     if not ids or not keep:
         return batch, 0
     found = {}
-    for old in live.find({"_id": {"$in": ids}}, {f: 1 for f in keep}):
-        fields = {f: old[f] for f in keep if f in old}
+    projection = {name: 1 for pair in keep for name in pair}
+    for old in live.find({"_id": {"$in": ids}}, projection):
+        fields = {}
+        for source, archived in keep:
+            if archived in old:
+                fields[archived] = (old[archived], None)
+            elif source in old:
+                fields[archived] = (old[source], source)
         if fields:
             found[bson.encode({"_id": old["_id"]}, codec_options=CODEC)] = fields
     if not found:
@@ -217,16 +225,20 @@ def _carry_archived(live, batch: list, keep: list[str]) -> tuple[list, int]:
         fields = found.get(bson.encode({"_id": raw["_id"]}, codec_options=CODEC)) if "_id" in raw else None
         if fields:
             doc = bson.decode(raw.raw, codec_options=CODEC)
-            doc.update({f: v for f, v in fields.items() if f not in doc})
-            raw = RawBSONDocument(bson.encode(doc, codec_options=CODEC), RAW_CODEC)
-            carried += 1
+            # A field the transform writes again (a new column of the same name) is not the
+            # removed one: only its archived copy counts then.
+            add = {f: v for f, (v, source) in fields.items() if f not in doc and (source is None or source not in doc)}
+            if add:
+                doc.update(add)
+                raw = RawBSONDocument(bson.encode(doc, codec_options=CODEC), RAW_CODEC)
+                carried += 1
         out.append(raw)
     return out, carried
 
 
 def _load_full(cfg: Config, mdb, folder: Path, names: list[str], entries: dict[str, Any], batch_size: int,
                doomed: list[str], result: LoadResult, echo: Callable[[str], None],
-               archived: dict[str, list[str]] | None = None) -> None:
+               archived: dict[str, list[tuple[str, str]]] | None = None) -> None:
     from pymongo.errors import OperationFailure, PyMongoError
 
     run_id = uuid.uuid4().hex[:8]
@@ -261,7 +273,8 @@ def _load_full(cfg: Config, mdb, folder: Path, names: list[str], entries: dict[s
                     inserter.insert(coll, batch)
                     bar.advance(len(batch))
             if keep:
-                result.notes.append(f"{n}: archived fields ({', '.join(keep)}) carried over on {carried} documents")
+                result.notes.append(f"{n}: archived fields ({', '.join(a for _, a in keep)}) carried over on "
+                                    f"{carried} documents")
             # The server's own count of a collection only this load has written: metadata, no
             # scan (count_documents would read every document again).
             have = coll.estimated_document_count()
@@ -303,7 +316,8 @@ def _drop_all(mdb, names) -> None:
 
 
 def _load_incremental(mdb, folder: Path, name: str, entry: dict[str, Any], batch_size: int, prune: bool,
-                      result: LoadResult, echo: Callable[[str], None], keep: list[str] | None = None) -> None:
+                      result: LoadResult, echo: Callable[[str], None],
+                      keep: list[tuple[str, str]] | None = None) -> None:
     from pymongo import ReplaceOne
 
     meta = read_metadata(folder / f"{name}.metadata.json")
@@ -324,7 +338,8 @@ def _load_incremental(mdb, folder: Path, name: str, entry: dict[str, Any], batch
             bar.advance(len(docs))
     _create_indexes(coll, meta)
     if keep:
-        result.notes.append(f"{name}: archived fields ({', '.join(keep)}) carried over on {carried} documents")
+        result.notes.append(f"{name}: archived fields ({', '.join(a for _, a in keep)}) carried over on "
+                            f"{carried} documents")
     result.counts[name] = upserted
     if prune:
         gone = [doc["_id"] for doc in coll.find({}, {"_id": 1})

@@ -524,7 +524,7 @@ def _build_collection(qualified: str, table: dict[str, Any], types: _Types, rule
                       "sort": [[k, int(d)] for k, d in item.get("sort") or []],
                       "limit": item.get("limit"), "keep_collection": item.get("keep_collection", True)})
 
-    archived = _archived(qualified, decisions)
+    archived = _archived(qualified, decisions, naming)
     name_of = {f["column"]: f["name"] for f in fields}
     return {
         "table": qualified,
@@ -593,10 +593,11 @@ def _apply_decisions(field: dict[str, Any], table: str, decisions: list[dict[str
                 field["default"] = {"expression": backfill}
 
 
-def archived_fields(collection: str, mapping: dict[str, Any] | None = None) -> list[str]:
-    """The `<column>__archived` fields of `collection`: values that live only in MongoDB (a
-    removed column's last values, moved there by its migration), which loads carry over from
-    the documents already loaded and validation leaves out of its comparison. Read from
+def archived_fields(collection: str, mapping: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+    """(field the removed column had, `<field>__archived`) for each archived column of
+    `collection`: values that live only in MongoDB (moved by the decision's migration), which
+    loads carry over from the documents already loaded (from either name: a full load may come
+    before the migration has run) and validation leaves out of its comparison. Read from
     schemas/mapping.json when `mapping` is not given; none when there is no mapping."""
     if mapping is None:
         path = mapping_path()
@@ -607,17 +608,18 @@ def archived_fields(collection: str, mapping: dict[str, Any] | None = None) -> l
         except (OSError, ValueError):
             return []
     spec = (mapping.get("collections") or {}).get(collection) or {}
-    return [a["as"] for a in spec.get("archived") or [] if a.get("as")]
+    return [(a.get("field") or a["column"], a["as"]) for a in spec.get("archived") or [] if a.get("as")]
 
 
-def _archived(table: str, decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _archived(table: str, decisions: list[dict[str, Any]], naming: str = "snake_case") -> list[dict[str, Any]]:
     """Removed columns whose decision was `archive`: their last values stay in the documents
-    under `<column>__archived` (the migration moves them; loads keep them)."""
+    under `<field>__archived` (the migration moves them; loads keep them)."""
     out = []
     for entry in decisions:
         if entry.get("table") == table and entry.get("kind") == "column_removed" \
                 and _decision_value(entry, "action") == "archive" and entry.get("column"):
-            out.append({"column": entry["column"], "as": f"{entry['column']}__archived"})
+            name = field_name(entry["column"], naming)
+            out.append({"column": entry["column"], "field": name, "as": f"{name}__archived"})
     return sorted(out, key=lambda a: a["column"])
 
 

@@ -604,7 +604,7 @@ def validate(cfg: Config, db: str | None = None, *, sample: int | None = None,
         collections = {name: check_collection(mdb, name, folder, entry, sample, schema_dir,
                                               sources.get(name), seen[name],
                                               sorted({r.field for r in references if r.collection == name}),
-                                              archived_fields(name))
+                                              [a for _, a in archived_fields(name)])
                        for name, entry in sorted(entries.items())}
         refs = [check_reference(ref, seen[ref.collection], seen[ref.target]) for ref in references]
     except PyMongoError as exc:  # the server went away or refused a read
