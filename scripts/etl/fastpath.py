@@ -26,11 +26,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from etl.bsondump import BsonWriter
-from etl.errors import DatabaseError
+from etl.errors import DatabaseError, TransformError
+from etl.mapping import type_name
+from etl.transform import (CopyStream, PartResult, Plan, _modifiers, _read_expr, _round_sql, qident, qtable,
+                           run_plan)
 
 if TYPE_CHECKING:
     from etl.progress import Progress
-    from etl.transform import PartResult, Plan
 
 try:
     from etl import _pgbson
@@ -49,7 +51,6 @@ COUNTER_NAMES = ("numeric_nan_kept", "numeric_infinity_kept", "double_nan_kept",
 
 _TEXT_ELEMENTS = {"text", "character varying", "varchar", "name", "citext"}
 _INT_ELEMENTS = {"smallint", "integer"}
-_MODS = re.compile(r"\s*\([^)]*\)")
 
 
 @dataclass
@@ -63,21 +64,11 @@ def available() -> bool:
     return _pgbson is not None
 
 
-def _type_name(pg_type: str) -> str:
-    return _MODS.sub("", pg_type or "").strip()
-
-
 def _leaf(items: dict[str, Any] | None) -> dict[str, Any]:
     items = items or {}
     while items.get("bson") == "array":
         items = items.get("items") or {}
     return items
-
-
-def _modifiers(pg_type: str) -> list[int]:
-    from etl.transform import _modifiers as modifiers
-
-    return modifiers(pg_type)
 
 
 def _scalar(f: dict[str, Any], v: str) -> tuple[str, str] | None:
@@ -86,7 +77,7 @@ def _scalar(f: dict[str, Any], v: str) -> tuple[str, str] | None:
     bson_t, ser = f["bson"], f.get("serialize")
     if f.get("cast") or f.get("default") is not None or (f.get("round") and bson_t != "decimal"):
         return None
-    name = _type_name(f.get("pg_type", ""))
+    name = type_name(f.get("pg_type") or "")
     if bson_t == "int":
         return ("INT", f"{v}::int8") if name in _INT_ELEMENTS and not f.get("read_as") else None
     if bson_t == "long":
@@ -101,8 +92,6 @@ def _scalar(f: dict[str, Any], v: str) -> tuple[str, str] | None:
         if r:
             if not mods or mods[0] > 34:
                 return None  # the general path checks the length before rounding: keep its choice
-            from etl.transform import _round_sql
-
             # PostgreSQL rounds, as in the general path's SELECT (all seven modes).
             return "DECIMAL", f"({_round_sql(f'{v}::numeric', int(r['places']), r.get('mode', 'half_even'))})::numeric"
         return ("DECIMAL" if mods and mods[0] <= 34 else "DECIMAL_34"), f"{v}::numeric"
@@ -140,8 +129,6 @@ def _scalar(f: dict[str, Any], v: str) -> tuple[str, str] | None:
 
 def plan(spec: dict[str, Any]) -> tuple[FastPlan | None, str | None]:
     """The fast plan of one collection, or (None, why the general path is needed)."""
-    from etl.transform import _read_expr, qident, qtable
-
     if _pgbson is None:
         return None, f"the C encoder is not built ({IMPORT_ERROR})"
     if spec.get("kind", "table") not in ("table", "partitioned", "materialized_view"):
@@ -197,13 +184,10 @@ def _tid_condition(flagged: list[tuple[bytes, bytes]]) -> str:
                        for oid, tids in sorted(by_rel.items()))
 
 
-def run(conninfo: str, plan_: "Plan", out: Path, where: str | None = None,
-        progress: "Progress | None" = None) -> "PartResult":
+def run(conninfo: str, plan_: Plan, out: Path, where: str | None = None,
+        progress: "Progress | None" = None) -> PartResult:
     """Stream the fast plan of `plan_` (optionally restricted by `where`) into `out`; rows the
     encoder leaves out go through the general path and are appended."""
-    from etl.errors import TransformError
-    from etl.transform import CopyStream, PartResult, run_plan
-
     fast = plan_.fast
     assert fast is not None and _pgbson is not None
     start = time.perf_counter()

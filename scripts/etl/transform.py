@@ -6,12 +6,12 @@ How a row becomes a document (docs/transform-and-load.md has the whole story and
   with a binary COPY whose rows a C extension (etl._pgbson) encodes as BSON; rows that need a
   policy are left out there and come back through the general path below, by row identity.
   Both paths give the same bytes for the same rows.
-* The general path: PostgreSQL writes each document itself. The SELECT the transform generates from the mapping
-  turns every row into MongoDB Extended JSON text (`{"$numberDecimal": …}`, `{"$date":
-  {"$numberLong": …}}`, …) with plain string concatenation, which the server does in C; `COPY …
-  TO STDOUT` streams it; `bsonjs` (libbson) turns each line into BSON in C. Python touches
-  blocks of rows, not values, so the transform runs at close to the speed of the COPY itself and
-  its memory does not depend on the table's size.
+* The general path: PostgreSQL writes each document itself. The SELECT the transform
+  generates from the mapping turns every row into MongoDB Extended JSON text
+  (`{"$numberDecimal": …}`, `{"$date": {"$numberLong": …}}`, …) with plain string
+  concatenation, which the server does in C; `COPY … TO STDOUT` streams it; `bsonjs` (libbson)
+  turns each line into BSON in C. Python touches blocks of rows, not values, and its memory
+  does not depend on the table's size.
 * Values that need a policy or Python are moved out of that fast text by the same SELECT: a
   NaN/±Infinity numeric, a timestamp that is infinite or outside years 1-9999, a JSON key with
   `.` or a leading `$`, a cast with an on-failure rule, a default, a calculated field. They
@@ -417,8 +417,8 @@ def plan_collection(name: str, spec: dict[str, Any], mapping: dict[str, Any], fa
     notes = []
     if spec["id"]["kind"] == "none":
         notes.append(f"{spec['table']} has no primary key: full refresh only, _id assigned by MongoDB")
-    plan = Plan(name, spec["table"], sql, b.items, calculated, spec["id"]["kind"], where_column, notes)
-    plan.embed_counts = b.embed_counts
+    plan = Plan(name, spec["table"], sql, b.items, calculated, spec["id"]["kind"], where_column, notes,
+                b.embed_counts)
     if fast:
         from etl import fastpath
 
@@ -786,9 +786,9 @@ class PartResult:
     via_general: int = 0  # rows of a binary-copy part that the general path transformed
 
 
-def _psql_command(conninfo: str, sql: str, binary: bool = False) -> tuple[list[str], dict[str, str]]:
-    """psql running `COPY (sql) TO STDOUT` (binary format with `binary`): argv and environment.
-    The password travels in PGPASSWORD, never on the command line; session settings in PGOPTIONS."""
+def _psql(conninfo: str) -> tuple[list[str], dict[str, str]]:
+    """psql connected with `conninfo`, without a command yet: argv and environment. The
+    password travels in PGPASSWORD, never on the command line; session settings in PGOPTIONS."""
     from etl.config import conninfo_params, make_conninfo
     from etl.services import pg_tool
 
@@ -798,9 +798,13 @@ def _psql_command(conninfo: str, sql: str, binary: bool = False) -> tuple[list[s
                                      "-c extra_float_digits=1")
     if password:
         env["PGPASSWORD"] = str(password)
-    argv = [pg_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", make_conninfo(params),
-            "-c", f"COPY ({sql}) TO STDOUT" + (" (FORMAT binary)" if binary else "")]
-    return argv, env
+    return [pg_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", make_conninfo(params)], env
+
+
+def _psql_command(conninfo: str, sql: str, binary: bool = False) -> tuple[list[str], dict[str, str]]:
+    """psql running `COPY (sql) TO STDOUT` (binary format with `binary`): argv and environment."""
+    argv, env = _psql(conninfo)
+    return argv + ["-c", f"COPY ({sql}) TO STDOUT" + (" (FORMAT binary)" if binary else "")], env
 
 
 class CopyStream:
@@ -952,10 +956,8 @@ def query_json(conninfo: str, sql: str) -> Any:
     """The one JSON value `sql` returns, through psql: the transform's catalog reads cost a
     psql start (milliseconds) instead of importing a driver, which a run with nothing to do
     would spend most of its time on."""
-    argv, env = _psql_command(conninfo, sql)
-    argv[-1] = sql
-    argv[-2:-2] = ["-A", "-t"]
-    proc = subprocess.run(argv, capture_output=True, env=env, stdin=subprocess.DEVNULL)
+    argv, env = _psql(conninfo)
+    proc = subprocess.run(argv + ["-A", "-t", "-c", sql], capture_output=True, env=env, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         err = proc.stderr.decode("utf-8", "replace").strip()
         first = err.splitlines()[0] if err else f"psql exited with {proc.returncode}"
