@@ -98,7 +98,7 @@ def test_a_load_killed_between_batches_leaves_the_previous_collections_complete(
         calls["n"] += 1
         if calls["n"] == 5:  # a's three batches went in, b's second one dies
             raise KeyboardInterrupt("killed")
-        real(coll, docs)
+        return real(coll, docs)
 
     monkeypatch.setattr(load_mod, "insert_batch", dying)
     with pytest.raises(KeyboardInterrupt):
@@ -115,12 +115,21 @@ def test_a_load_killed_between_batches_leaves_the_previous_collections_complete(
             from pymongo.errors import BulkWriteError
 
             raise BulkWriteError({"writeErrors": [{"errmsg": "E11000 duplicate key"}]})
-        real(coll, docs)
+        return real(coll, docs)
 
     monkeypatch.setattr(load_mod, "insert_batch", refusing)
     with pytest.raises(LoadError) as info:
         load(cfg, mdb.name, backup=False)
     assert "old collections untouched" in str(info.value)
+    assert _all(mdb.a) == old_a and _all(mdb.b) == old_b
+
+    # A server that acknowledges fewer documents than were sent: no swap either.
+    def short(coll, docs):
+        return real(coll, docs) - (1 if coll.name.startswith("b__") else 0)
+
+    monkeypatch.setattr(load_mod, "insert_batch", short)
+    with pytest.raises(LoadError, match="b: the server acknowledged 27 documents into staging, the manifest says 30"):
+        load(cfg, mdb.name, backup=False)
     assert _all(mdb.a) == old_a and _all(mdb.b) == old_b
 
 
