@@ -2,8 +2,8 @@
 
 * full (default): every collection is loaded into a staging collection
   `<name>__staging_<runid>` (ETL_BATCH_SIZE documents per insert), its validator and indexes
-  are built there and its count checked; only when every staging collection is complete is
-  each one renamed over the live one (`renameCollection … dropTarget`). Readers see the old
+  are built there and its acknowledged count checked; only when every staging collection is
+  complete is each one renamed over the live one (`renameCollection … dropTarget`). Readers see the old
   or the new collection, never a partial one; a failure before the swaps drops the staging
   collections and leaves the old data untouched.
 * incremental: upsert by `_id` (ReplaceOne, upsert), so documents that exist only in MongoDB
