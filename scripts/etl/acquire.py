@@ -157,25 +157,22 @@ def acquire_s3(cfg: Config, key: str | None = None) -> dict:
 
 
 def acquire_direct(cfg: Config) -> dict:
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from etl.config import client_connection
 
     dsn = cfg["PROD_PG_DSN"]
     if not dsn:
         raise SourceError("--source direct needs PROD_PG_DSN", hint="set it in pipeline.local.env")
     try:
-        params = conninfo_to_dict(dsn)
+        # The password travels in the environment, never on the command line (ps would show it).
+        client_dsn, env, params = client_connection(dsn)
     except Exception:
         raise SourceError("PROD_PG_DSN is not a valid PostgreSQL connection string") from None
-    # The password travels in the environment, never on the command line (ps would show it).
-    env = dict(os.environ)
-    if params.get("password"):
-        env["PGPASSWORD"] = str(params.pop("password"))
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d-%H%M%S")
     name = f"{params.get('dbname', 'media_tool')}-{stamp}.dump"
     tmp = _tmp_path(name)
     try:
         click.echo(f"acquire: pg_dump -Fc from {mask_uri(dsn)} …", err=True)
-        proc = subprocess.run([pg_tool("pg_dump"), "-Fc", "-d", make_conninfo(**params), "-f", str(tmp)],
+        proc = subprocess.run([pg_tool("pg_dump"), "-Fc", "-d", client_dsn, "-f", str(tmp)],
                               capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             reason = (proc.stderr.strip().splitlines() or ["no output"])[-1]

@@ -231,6 +231,18 @@ def make_conninfo(params: Mapping[str, Any]) -> str:
     return " ".join(f"{key}={quote(value)}" for key, value in params.items() if value is not None)
 
 
+def client_connection(conninfo: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """For a libpq client program (psql, pg_dump): the connection string without the password
+    (for `-d`), the environment carrying the password as PGPASSWORD (`ps` shows command lines,
+    not environments), and the remaining parameters."""
+    params = conninfo_params(conninfo)
+    password = params.pop("password", None)
+    env = dict(os.environ)
+    if password:
+        env["PGPASSWORD"] = password
+    return make_conninfo(params), env, params
+
+
 def conninfo_params(conninfo: str) -> dict[str, str]:
     """The parameters of a connection string: libpq's `key=value` form (read here) or a
     `postgresql://` URI (read by psycopg)."""

@@ -226,9 +226,10 @@ def run(conninfo: str, plan_: Plan, out: Path, where: str | None = None,
                         progress.advance(docs + len(rows_out))
                 if not block:
                     break
-            if len(flagged) <= FLAGGED_LIMIT:
+            too_many = len(flagged) > FLAGGED_LIMIT
+            if not too_many:
                 stream.finish(finished and not buf)
-        if len(flagged) > FLAGGED_LIMIT:
+        if too_many:
             # Cheaper to redo the part than to look up this many rows one by one.
             writer.abort()
             log.info("%s: more than %d rows need the general path; transforming the part through it",

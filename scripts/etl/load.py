@@ -205,6 +205,8 @@ def _carry_archived(live, batch: list, keep: list[tuple[str, str]]) -> tuple[lis
     under the archived name once the decision's migration ran, or still under the field's own
     name when it has not (a full load does not run migrations); either way they land under the
     archived name. Returns the batch and how many documents got some."""
+    from etl.validate import id_key
+
     ids = [d["_id"] for d in batch if "_id" in d]
     if not ids or not keep:
         return batch, 0
@@ -218,12 +220,12 @@ def _carry_archived(live, batch: list, keep: list[tuple[str, str]]) -> tuple[lis
             elif source in old:
                 fields[archived] = (old[source], source)
         if fields:
-            found[bson.encode({"_id": old["_id"]}, codec_options=CODEC)] = fields
+            found[id_key(old["_id"])] = fields
     if not found:
         return batch, 0
     out, carried = [], 0
     for raw in batch:
-        fields = found.get(bson.encode({"_id": raw["_id"]}, codec_options=CODEC)) if "_id" in raw else None
+        fields = found.get(id_key(raw["_id"])) if "_id" in raw else None
         if fields:
             doc = bson.decode(raw.raw, codec_options=CODEC)
             # A field the transform writes again (a new column of the same name) is not the

@@ -35,7 +35,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from etl.cli import config_options
-from etl.config import Config, mask_uri, pg_conninfo
+from etl.config import Config, client_connection, mask_uri, pg_conninfo
 from etl.errors import DatabaseError, EtlError, SampleError, SourceError
 from etl.fsutil import content_hash, read_json, sha256_file, write_json_if_changed
 from etl.paths import paths
@@ -238,11 +238,7 @@ def dump_database(conninfo: str, out_path: Path) -> None:
 
     The password goes to pg_dump through PGPASSWORD, never on its command line.
     """
-    params = conninfo_to_dict(conninfo)
-    password = params.pop("password", None)
-    env = dict(os.environ)
-    if password:
-        env["PGPASSWORD"] = password
+    dsn, env, _ = client_connection(conninfo)
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
@@ -252,7 +248,7 @@ def dump_database(conninfo: str, out_path: Path) -> None:
     try:
         # No owners or grants: the dump must restore as whatever user runs the pipeline.
         proc = subprocess.run([pg_tool("pg_dump"), "-Fc", "--no-owner", "--no-acl", "-f", tmp,
-                               "-d", make_conninfo(**params)], capture_output=True, text=True, env=env)
+                               "-d", dsn], capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise SampleError(f"pg_dump of the sample failed: {mask_uri(last)}")

@@ -28,7 +28,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import re
 import struct
 import subprocess
@@ -789,16 +788,12 @@ class PartResult:
 def _psql(conninfo: str) -> tuple[list[str], dict[str, str]]:
     """psql connected with `conninfo`, without a command yet: argv and environment. The
     password travels in PGPASSWORD, never on the command line; session settings in PGOPTIONS."""
-    from etl.config import conninfo_params, make_conninfo
+    from etl.config import client_connection
     from etl.services import pg_tool
 
-    params = conninfo_params(conninfo)
-    password = params.pop("password", None)
-    env = dict(os.environ, PGOPTIONS="-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601 "
-                                     "-c extra_float_digits=1")
-    if password:
-        env["PGPASSWORD"] = str(password)
-    return [pg_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", make_conninfo(params)], env
+    dsn, env, _ = client_connection(conninfo)
+    env["PGOPTIONS"] = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601 -c extra_float_digits=1"
+    return [pg_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn], env
 
 
 def _psql_command(conninfo: str, sql: str, binary: bool = False) -> tuple[list[str], dict[str, str]]:
