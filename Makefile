@@ -59,7 +59,7 @@ all: $(BOOT) ## Run the whole pipeline (only stale stages work); INTERACTIVE=1, 
 	@$(ETL) run $(if $(INTERACTIVE),--interactive) $(if $(YES_SAFE),--yes-safe) $(if $(AUTO_LATEST),--auto-latest) \
 	    $(if $(DECISIONS_FILE),--decisions $(DECISIONS_FILE))
 
-demo: $(BOOT) node-deps ## The whole pipeline on local services and the sample dump
+demo: $(BOOT) node-deps mongo-deps ## The whole pipeline on local services and the sample dump
 	@$(ETL) services up
 	@$(ETL) sample --upload
 	@$(MAKE) all
@@ -172,7 +172,7 @@ compare: $(BOOT) ## Two databases side by side: make compare A=bravo-1 B=bravo-1
 config: $(BOOT) ## Show the effective settings and where each came from
 	@$(ETL) config
 
-services-up: $(BOOT) ## Start the local PostgreSQL cluster and S3 server
+services-up: $(BOOT) mongo-deps ## Start the local PostgreSQL cluster, S3 server and MongoDB server
 	@$(ETL) services up
 
 services-down: $(BOOT) ## Stop them (data folders stay)
@@ -183,12 +183,13 @@ services-status: $(BOOT) ## What runs where
 
 ## ---- development --------------------------------------------------------------------
 
-test: $(BOOT) node-deps wire-deps ## Run the test suite (starts its own PostgreSQL, S3, MongoDB stand-ins)
+test: $(BOOT) node-deps mongo-deps ## Run the test suite (starts its own PostgreSQL, S3 and MongoDB servers)
 	@$(PYTEST) $(PYTEST_ARGS)
 
-bench: $(BOOT) ## Benchmarks; results in bench/*.json, summarised in the README
+bench: $(BOOT) mongo-deps ## Benchmarks; results in bench/*.json, summarised in the README
 	@$(VENV)/bin/python bench/bench_snapshot.py
 	@$(VENV)/bin/python bench/bench_transform_load.py
+	@$(VENV)/bin/python bench/bench_mongo.py
 
 $(BOOT): pyproject.toml setup.py scripts/etl/_pgbson.c
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -202,9 +203,10 @@ node_modules/.installed: package.json $(wildcard package-lock.json)
 	@npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-wire-deps: .venv-wire/.installed
-.venv-wire/.installed: $(wildcard scripts/setup-wire-venv.sh)
-	@bash scripts/setup-wire-venv.sh
+# The managed MongoDB server in its own virtualenv (a separate program; see README).
+mongo-deps: .venv-mongo/.installed
+.venv-mongo/.installed: scripts/setup-mongo-venv.sh scripts/mongo-server-requirements.txt
+	@PYTHON=$(PYTHON) bash scripts/setup-mongo-venv.sh
 	@touch $@
 
 clean: ## Remove data/, .make/ and logs (backups/ and schemas/ stay)
@@ -216,4 +218,4 @@ help: ## This list
 FORCE:
 .PHONY: all demo pipeline acquire restore snapshot decide canonical generate mongo-schema transform \
 	load validate test-data push detect backup list-versions rollback migrate status compare config services-up \
-	services-down services-status sample sample-changed test bench node-deps wire-deps clean help FORCE
+	services-down services-status sample sample-changed test bench node-deps mongo-deps clean help FORCE

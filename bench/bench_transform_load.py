@@ -8,11 +8,9 @@ table (numeric, date, timestamptz, jsonb, text[]) plus nine small tables, and me
 * noop_seconds          `etl transform` (a fresh process) when nothing changed: fingerprints only
 * incremental_ratio     `etl transform` after one small table of ten changed / a full transform
 * peak_rss_mb           peak RSS of a transform process on a 5M-row table
-* load_insert_ratio     `load` (staging, indexes, swap) / raw insert_many of the same batches
 
 plus the readers studied for the fast path (rows/s on the same rows). Results go to
-bench/results.json. MONGO_URI is respected for the load part (default: a litemongo file in
-the scratch folder).
+bench/results.json; bench/bench_mongo.py adds the MongoDB ratios (load, validation).
 
     .venv/bin/python bench/bench_transform_load.py            # full run (several minutes)
     .venv/bin/python bench/bench_transform_load.py --rows 100000 --rss-rows 200000 --load-rows 5000
@@ -161,8 +159,6 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--small-rows", type=int, default=2_000)
     ap.add_argument("--rss-rows", type=int, default=5_000_000)
-    ap.add_argument("--load-rows", type=int, default=20_000,
-                    help="documents for the load ratio (the litemongo stand-in inserts ~4-5k docs/s)")
     ap.add_argument("--reader-rows", type=int, default=200_000)
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
@@ -174,7 +170,7 @@ def main() -> None:
     scratch.chmod(0o755)
     cluster = PgCluster(scratch / "pg", free_port())
     results: dict[str, object] = {"rows": args.rows, "small_tables": SMALL_TABLES, "small_rows": args.small_rows,
-                                  "rss_rows": args.rss_rows, "load_rows": args.load_rows, "cpus": os.cpu_count(),
+                                  "rss_rows": args.rss_rows, "cpus": os.cpu_count(),
                                   "load_average_start": os.getloadavg()[0], "timings": {}, "readers": {}}
     timings: dict[str, float] = results["timings"]  # type: ignore[assignment]
     try:
@@ -188,8 +184,7 @@ def main() -> None:
         conninfo = cluster.dsn("bench")
         log(f"generating big ({args.rows} rows) and {SMALL_TABLES} small tables")
         t, _ = timed(_execute, conninfo, BIG_SQL.format(name="big", rows=args.rows)
-                     + "".join(SMALL_SQL.format(i=i, rows=args.small_rows) for i in range(SMALL_TABLES))
-                     + BIG_SQL.format(name="medium", rows=args.load_rows).replace("VACUUM ANALYZE medium;", ""))
+                     + "".join(SMALL_SQL.format(i=i, rows=args.small_rows) for i in range(SMALL_TABLES)))
         timings["generate_seconds"] = t
 
         root = scratch / "project"
@@ -197,7 +192,7 @@ def main() -> None:
         (root / "pipeline.env").write_text("")
         env = dict(os.environ, ETL_ROOT=str(root), LOCAL_PG_HOST="127.0.0.1", LOCAL_PG_PORT=str(cluster.port),
                    LOCAL_PG_USER="postgres", LOCAL_PG_PASSWORD="", LOCAL_PG_DB="bench", LOCAL_PG_MANAGED="false",
-                   MONGO_DB_NAME="bench", MONGO_URI=os.environ.get("MONGO_URI", f"litemongo:{scratch}/mongo/store"),
+                   MONGO_DB_NAME="bench",
                    ETL_TRANSFORM_WORKERS=os.environ.get("ETL_TRANSFORM_WORKERS", "2"),
                    PYTHONPATH=str(REPO / "scripts"))
         # The `etl` processes start as on an ordinary install, with Python's byte-code cache:
@@ -206,7 +201,7 @@ def main() -> None:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         os.environ.update({k: env[k] for k in ("ETL_ROOT", "LOCAL_PG_HOST", "LOCAL_PG_PORT", "LOCAL_PG_USER",
                                                 "LOCAL_PG_PASSWORD", "LOCAL_PG_DB", "LOCAL_PG_MANAGED",
-                                                "MONGO_DB_NAME", "MONGO_URI", "ETL_TRANSFORM_WORKERS")})
+                                                "MONGO_DB_NAME", "ETL_TRANSFORM_WORKERS")})
         from etl.config import load_config
         from etl.mapping import build_mapping, write_mapping
         from etl.snapshot import take_snapshot
@@ -214,7 +209,6 @@ def main() -> None:
 
         cfg = load_config()
         mapping = build_mapping(take_snapshot(conninfo))
-        del mapping["collections"]["medium"]  # the load's own table is transformed separately below
         write_mapping(mapping)
 
         # 1. transform / COPY on the big table
@@ -267,9 +261,6 @@ def main() -> None:
         results["incremental_ratio"] = round(changed / full, 4)
         log(f"full {full:.2f}s, no-op {noop:.2f}s, one changed {changed:.2f}s")
 
-        # 4. load vs raw insert_many of the same batches (same server)
-        results.update(_load_ratio(cfg, conninfo, timings))
-
         # 5. peak RSS of a transform process on rss_rows rows
         log(f"generating {args.rss_rows} rows for the memory measurement")
         t, _ = timed(_execute, conninfo, BIG_SQL.format(name="huge", rows=args.rss_rows))
@@ -295,7 +286,7 @@ def main() -> None:
     measure_make_noop(results)
     args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(json.dumps({k: results.get(k) for k in ("transform_copy_ratio", "noop_seconds", "incremental_ratio",
-                                                   "peak_rss_mb", "load_insert_ratio")}, indent=2))
+                                                   "peak_rss_mb")}, indent=2))
 
 
 def measure_make_noop(results: dict) -> None:
@@ -336,44 +327,6 @@ def _execute(conninfo: str, sql: str) -> None:
         for statement in sql.split(";\n"):
             if statement.strip():
                 conn.execute(statement)
-
-
-def _load_ratio(cfg, conninfo: str, timings: dict) -> dict:
-    from etl.bsondump import iter_batches
-    from etl.load import _Inserter, load
-    from etl.mapping import build_mapping
-    from etl.mongo import connect
-    from etl.snapshot import take_snapshot
-    from etl.transform import transform
-
-    mapping = build_mapping(take_snapshot(conninfo))
-    only = {"format_version": 1, "hash": mapping["hash"], "collections": {"medium": mapping["collections"]["medium"]}}
-    transform(cfg, "bench-load", mapping=only, force=True)
-    folder = Path(os.environ["ETL_ROOT"]) / "data" / "transformed" / "bench-load"
-    batches = list(iter_batches(folder / "medium.bson", cfg["ETL_BATCH_SIZE"]))
-    count = sum(len(b) for b in batches)
-    raws, loads = [], []
-    for _ in range(3):  # alternated, best of three each, as the COPY/transform pair above
-        client = connect(cfg["MONGO_URI"])
-        try:
-            raw_db = client["bench-raw"]
-            raw_db.drop_collection("medium")
-            inserter = _Inserter()
-            start = time.perf_counter()
-            for batch in batches:
-                inserter.insert(raw_db["medium"], batch)
-            raws.append(time.perf_counter() - start)
-            client.drop_database("bench-raw")
-        finally:
-            client.close()
-        load_s, result = timed(load, cfg, "bench-load", backup=False)
-        assert result.counts["medium"] == count
-        loads.append(load_s)
-    raw_s, load_s = min(raws), min(loads)
-    timings.update(raw_insert_many_seconds=raw_s, load_seconds=load_s, load_documents=count,
-                   raw_insert_many_all=raws, load_all=loads)
-    log(f"load {load_s:.2f}s vs raw insert_many {raw_s:.2f}s ({count} documents, best of 3)")
-    return {"load_insert_ratio": round(load_s / raw_s, 3)}
 
 
 if __name__ == "__main__":

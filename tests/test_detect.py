@@ -1,5 +1,5 @@
 """`etl detect` end to end: real PostgreSQL, the CLI, the files other stages read, and rename
-evidence from data already in MongoDB (any server MONGO_TEST_URI names, else the stand-in)."""
+evidence from data already in MongoDB (the managed server, or any server MONGO_TEST_URI names)."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ def tracked_tree(dest: Path) -> Path:
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, target)
-    for shared in (".venv", "node_modules", ".venv-wire"):
+    for shared in (".venv", "node_modules", ".venv-mongo"):
         if (REPO / shared).exists():
             (dest / shared).symlink_to(REPO / shared)
     # The installed package points at REPO's sources; the copy runs them with ETL_ROOT=dest.
@@ -50,7 +50,7 @@ def tree(tmp_path, pg, s3, mongo_base_uri, monkeypatch):
     client, bucket, url = s3
     db = f"media_tool_{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, **pg.env(db), ETL_ROOT=str(root), S3_ENDPOINT_URL=url, S3_BUCKET=bucket,
-               MONGO_URI=mongo_base_uri, MONGO_DB_NAME=f"bravo-{uuid.uuid4().hex[:8]}",
+               MONGO_URI=mongo_base_uri, MONGO_MANAGED="false", MONGO_DB_NAME=f"bravo-{uuid.uuid4().hex[:8]}",
                ETL_SCHEMA_STRICT_MODE="false")
     env.pop("MAKEFLAGS", None)
     yield root, env, client, bucket

@@ -1,4 +1,4 @@
-"""MongoDB is reached only through a URI: stand-in schemes, name rules, unreachable servers."""
+"""MongoDB is reached only through a mongodb:// URI: name rules, unreachable servers, bad URIs."""
 
 from __future__ import annotations
 
@@ -32,11 +32,24 @@ def test_parallel_names_are_accepted():
     assert check_db_name("bravo-1-20261126") == "bravo-1-20261126"
 
 
-def test_file_backed_standin_keeps_data_across_clients(tmp_path):
-    uri = f"litemongo:{tmp_path}/store"
-    first = connect(uri)
-    first["bravo-1"].campaigns.insert_one({"_id": 1, "name": "kept"})
-    first.close()
-    second = connect(uri)
-    assert second["bravo-1"].campaigns.find_one({"_id": 1}) == {"_id": 1, "name": "kept"}
-    second.close()
+@pytest.mark.parametrize("uri", ["file:.run/mongo/store", "memory://x", "http://127.0.0.1:27017",
+                                 "mongodb://", "mongodb://127.0.0.1:port/"])
+def test_only_mongodb_uris_are_settings(uri):
+    from etl.config import load_config
+
+    with pytest.raises(ConfigError, match="MONGO_URI"):
+        load_config({"MONGO_URI": uri}, environ={})
+
+
+def test_a_wrong_password_is_one_line_not_a_timeout(mongo_base_uri):
+    from urllib.parse import urlsplit
+
+    from etl.errors import DatabaseError
+
+    parts = urlsplit(mongo_base_uri)
+    uri = parts._replace(netloc=f"nobody:wr0ng-pw@{parts.hostname}:{parts.port}", query="authSource=admin").geturl()
+    with pytest.raises(DatabaseError) as refused:
+        connect(uri, timeout_ms=3000)
+    line = refused.value.line()
+    assert "refused the connection" in line and "AuthenticationFailed" in line
+    assert "wr0ng-pw" not in line and "nobody:***@" in line

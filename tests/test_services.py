@@ -41,3 +41,56 @@ def test_moto_server_start_stop(tmp_path):
     finally:
         server.stop()
     assert not server.running()
+
+
+def test_managed_mongodb_starts_once_keeps_its_data_and_stops(tmp_path):
+    from conftest import MONGO_VENV
+    from etl.mongo import connect
+    from etl.services import MongoServer
+
+    server = MongoServer(tmp_path / "mongo", free_port(), MONGO_VENV / "bin" / "secantusd-py")
+    server.start()
+    try:
+        pid = server.pid()
+        server.start()  # harmless: already running
+        assert server.pid() == pid
+        client = connect(server.uri)
+        assert client.server_info()["version"].split(".")[0].isdigit()
+        client["bravo-1"].kept.insert_one({"_id": 1})
+        client.close()
+        server.stop()
+        assert not server.running()
+        server.start()  # WiredTiger data survives a restart
+        client = connect(server.uri)
+        assert client["bravo-1"].kept.find_one({"_id": 1}) == {"_id": 1}
+        client.close()
+    finally:
+        server.destroy()
+    assert not server.running()
+
+
+def test_managed_mongodb_refuses_a_taken_port_and_a_missing_binary(tmp_path, pg):
+    from conftest import MONGO_VENV
+    from etl.services import MongoServer
+
+    taken = MongoServer(tmp_path / "a", pg.port, MONGO_VENV / "bin" / "secantusd-py")
+    with pytest.raises(ServiceError, match=f"port {pg.port} is in use"):
+        taken.start()
+    missing = MongoServer(tmp_path / "b", free_port(), tmp_path / "no-such-binary")
+    with pytest.raises(ServiceError, match="the MongoDB server is not installed"):
+        missing.start()
+
+
+def test_services_up_says_a_remote_uri_is_not_managed(project, monkeypatch):
+    from click.testing import CliRunner
+
+    from etl.cli import cli
+
+    monkeypatch.setenv("MONGO_MANAGED", "true")
+    monkeypatch.setenv("MONGO_URI", "mongodb://etl:pw@mongo.example.com:27017/")
+    monkeypatch.setenv("LOCAL_PG_MANAGED", "false")
+    monkeypatch.setenv("S3_ENDPOINT_URL", "")
+    result = CliRunner().invoke(cli, ["services", "status"])
+    assert result.exit_code == 1
+    assert "MONGO_MANAGED=true, but MONGO_URI (mongodb://etl:***@mongo.example.com:27017/)" in result.output
+    assert "pw@" not in result.output

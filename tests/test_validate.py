@@ -1,5 +1,5 @@
 """Validation: counts, content checksums, canonical schemas, references and validators, checked
-against a MongoDB URI (the stand-in, or MONGO_TEST_URI) and transformed files on disk."""
+against a MongoDB URI (the managed server, or MONGO_TEST_URI) and transformed files on disk."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from etl.cli import cli
 from etl.config import load_config
 from etl.errors import ValidationFailed
 from etl.mongo import connect
-from etl.validate import (NOT_CHECKED_JSONSCHEMA, content_digest, doc_digest, references_from,
+from etl.validate import (content_digest, doc_digest, references_from,
                           validate, validate_and_report)
 
 
@@ -203,16 +203,26 @@ def test_manifest_count_is_what_mongodb_must_hold(env):
     assert not count["ok"] and count["expected"] == 4 and count["actual"] == 3
 
 
-def test_validator_compliance_is_checked_or_reported_as_not_checked(env, dump_folder):
+VALIDATOR = {"$jsonSchema": {"bsonType": "object", "required": ["name"],
+                             "properties": {"name": {"bsonType": "string"}}}}
+
+
+def test_validator_compliance_is_checked(env, dump_folder):
     data = good(env)
-    validator = {"$jsonSchema": {"bsonType": "object", "required": ["name"],
-                                 "properties": {"name": {"bsonType": "string"}}}}
-    dump_folder(env.folder, data, options={"advertisers": {"validator": validator}})
+    dump_folder(env.folder, data, options={"advertisers": {"validator": VALIDATOR}})
+    client = connect(env.uri)
+    client[env.db].command({"collMod": "advertisers", "validator": VALIDATOR})
+    client.close()
     res = validate(load_config())["collections"]["advertisers"]["validator"]
-    if res["status"] == "not checked":
-        assert res["note"] == NOT_CHECKED_JSONSCHEMA and res["ok"]
-    else:
-        assert res == {"status": "ok", "ok": True, "non_compliant": 0, "validator_from": "transformed metadata"}
+    assert res == {"status": "ok", "ok": True, "non_compliant": 0}
+
+
+def test_a_validator_missing_from_the_server_fails(env, dump_folder):
+    data = good(env)  # loaded without the validator its metadata names
+    dump_folder(env.folder, data, options={"advertisers": {"validator": VALIDATOR}})
+    report = validate(load_config())
+    assert report["collections"]["advertisers"]["validator"]["status"] == "missing"
+    assert report["failures"] == ["advertisers: the collection has no validator, its transformed metadata has one"]
 
 
 def test_cli_failure_is_one_line_with_exit_4(env):
@@ -266,31 +276,23 @@ def test_rollback_on_invalid_restores_the_pre_load_backup(env, dump_folder, monk
     assert validate(load_config())["ok"]
 
 
-@pytest.mark.wire
-def test_validator_compliance_on_a_server_that_queries_jsonschema(env, wire_mongo_uri, monkeypatch):
-    import uuid
-
-    monkeypatch.setenv("MONGO_URI", wire_mongo_uri)
-    monkeypatch.setenv("MONGO_DB_NAME", db := f"etltest-{uuid.uuid4().hex[:8]}")
-    env.folder = env.root / "data" / "transformed" / db
-    validator = {"$jsonSchema": {"bsonType": "object", "required": ["name"],
-                                 "properties": {"name": {"bsonType": "string"}}}}
+def test_documents_that_fail_the_validator_are_counted(env):
     data = {"advertisers": advertisers()}
     data["advertisers"][1]["name"] = 2  # loaded past the validator, and faithfully so
     env.export(data)
-    client = connect(wire_mongo_uri)
+    client = connect(env.uri)
     try:
-        client[db].create_collection("advertisers", validator=validator)
-        coll = client[db]["advertisers"]
+        client[env.db].create_collection("advertisers", validator=VALIDATOR)
+        coll = client[env.db]["advertisers"]
         coll.insert_many([data["advertisers"][0], data["advertisers"][2]])
         coll.insert_one(data["advertisers"][1], bypass_document_validation=True)
-        report = validate(load_config(), references=[])
-        res = report["collections"]["advertisers"]
-        assert res["validator"] == {"status": "failed", "ok": False, "non_compliant": 1, "validator_from": "server"}
-        assert res["content"]["ok"] and res["count"]["ok"]
-        assert report["failures"] == ["advertisers: 1 documents fail the validator"]
     finally:
-        client.drop_database(db)
+        client.close()
+    report = validate(load_config(), references=[])
+    res = report["collections"]["advertisers"]
+    assert res["validator"] == {"status": "failed", "ok": False, "non_compliant": 1}
+    assert res["content"]["ok"] and res["count"]["ok"]
+    assert report["failures"] == ["advertisers: 1 documents fail the validator"]
 
 
 def test_unreachable_mongodb_is_one_line_without_the_password(env, monkeypatch):

@@ -26,7 +26,7 @@ from etl.bsondump import (RAW_CODEC, BsonWriter, iter_docs, metadata, read_manif
 from etl.cli import config_options
 from etl.config import Config
 from etl.errors import BackupError, DatabaseError
-from etl.mongo import check_db_name, connect
+from etl.mongo import check_db_name, connect, describe
 from etl.paths import paths
 from etl.provenance import accepted_schema_hash, source_dump
 from etl.progress import Progress
@@ -69,15 +69,12 @@ def _reserve(db: str, now: dt.datetime) -> tuple[str, Path]:
         return version, work
 
 
-def _options(db, name: str) -> tuple[dict[str, Any], str | None]:
-    """(options, note): the collection's options as the server reports them (validator,
-    validationLevel/Action, capped, collation…), or {} and why when it cannot say."""
-    try:
-        for info in db.list_collections(filter={"name": name}):
-            return dict(info.get("options") or {}), None
-    except Exception as exc:  # noqa: BLE001 - servers differ in what they refuse and how
-        return {}, f"options not reported by the server ({type(exc).__name__})"
-    return {}, None
+def _options(db, name: str) -> dict[str, Any]:
+    """The collection's options as the server reports them (validator, validationLevel/Action,
+    capped, collation…)."""
+    for info in db.list_collections(filter={"name": name}):
+        return dict(info.get("options") or {})
+    return {}
 
 
 def _indexes(coll) -> list[dict[str, Any]]:
@@ -90,16 +87,8 @@ def _indexes(coll) -> list[dict[str, Any]]:
 
 
 def _documents(coll) -> Iterator[Any]:
-    """The collection's documents as raw BSON when the client can hand them over undecoded."""
-    try:
-        cursor = coll.with_options(codec_options=RAW_CODEC).find({}, batch_size=10_000)
-        first = next(cursor, None)
-    except Exception:  # noqa: BLE001 - a client without RawBSONDocument support
-        yield from coll.find({}, batch_size=10_000)
-        return
-    if first is not None:
-        yield first
-        yield from cursor
+    """The collection's documents as raw BSON, written to the file as the server sent them."""
+    return coll.with_options(codec_options=RAW_CODEC).find({}, batch_size=10_000)
 
 
 def take_backup(cfg: Config, db: str, collections: list[str] | None = None, *, reason: str = "manual",
@@ -116,7 +105,7 @@ def take_backup(cfg: Config, db: str, collections: list[str] | None = None, *, r
         try:
             existing = set(mdb.list_collection_names())
         except PyMongoError as exc:
-            raise DatabaseError(f"cannot list the collections of {db}: {type(exc).__name__}") from None
+            raise DatabaseError(f"cannot list the collections of {db}: {describe(exc)}") from None
         names = sorted(existing if collections is None else set(collections) & existing)
         names = [n for n in names if not n.startswith("system.") and "__staging_" not in n]
         if not names:
@@ -129,9 +118,7 @@ def take_backup(cfg: Config, db: str, collections: list[str] | None = None, *, r
             notes: list[str] = []
             for name in names:
                 coll = mdb[name]
-                options, note = _options(mdb, name)
-                if note:
-                    notes.append(f"{name}: {note}")
+                options = _options(mdb, name)
                 meta = metadata(name, _indexes(coll), options)
                 meta_sha = write_metadata(work, name, meta)
                 with BsonWriter(work / f"{name}.bson") as writer, \
@@ -151,8 +138,7 @@ def take_backup(cfg: Config, db: str, collections: list[str] | None = None, *, r
             os.rename(work, work.parent / version)
         except PyMongoError as exc:
             shutil.rmtree(work, ignore_errors=True)
-            raise DatabaseError(f"backup of {db} failed while reading MongoDB: {type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0][:200]}") from None
+            raise DatabaseError(f"backup of {db} failed while reading MongoDB: {describe(exc)}") from None
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise

@@ -15,7 +15,7 @@ import sys
 import click
 
 from etl.config import Config, load_config
-from etl.errors import EXIT_ERROR, EtlError
+from etl.errors import EXIT_ERROR, DatabaseError, EtlError
 
 # name -> "module:attribute". Loaded on first use, so `etl --help` stays fast and one
 # broken stage does not take the others down.
@@ -75,13 +75,21 @@ class LazyGroup(click.Group):
             return broken
 
     def invoke(self, ctx):
-        # The one place an EtlError becomes `Error: <line>` and its exit code.
+        # The one place an EtlError becomes `Error: <line>` and its exit code. A MongoDB error
+        # that no stage turned into one (a connection lost mid-command) is translated here.
         try:
             return super().invoke(ctx)
         except EtlError as exc:
             if os.environ.get("ETL_DEBUG"):
                 raise
             raise StageExit(exc) from None
+        except Exception as exc:
+            if os.environ.get("ETL_DEBUG") or not type(exc).__module__.startswith("pymongo"):
+                raise
+            from etl.mongo import describe
+
+            name = ctx.invoked_subcommand or "etl"
+            raise StageExit(DatabaseError(f"{name}: MongoDB: {describe(exc)}")) from None
 
 
 def config_options(fn):

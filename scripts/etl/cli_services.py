@@ -1,4 +1,4 @@
-"""`etl services up|down|status`: the local PostgreSQL cluster, S3 server and MongoDB stand-in."""
+"""`etl services up|down|status`: the local PostgreSQL cluster, S3 server and MongoDB server."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import click
 
 from etl.cli import config_options
 from etl.config import mask_uri
-from etl.mongo import connect, is_standin
+from etl.errors import ServiceError
+from etl.mongo import is_local
 from etl.paths import paths
-from etl.services import MotoServer, PgCluster, port_open
+from etl.services import MongoServer, MotoServer, PgCluster, port_open
 
 
 def cluster_for(cfg) -> PgCluster | None:
@@ -30,6 +31,20 @@ def moto_for(cfg) -> MotoServer | None:
     return MotoServer(paths.run / "s3", parts.port)
 
 
+MONGO_SERVER_BIN = ".venv-mongo/bin/secantusd-py"
+
+
+def mongo_for(cfg) -> MongoServer | None:
+    """The managed MongoDB server (MONGO_MANAGED=true), on the port MONGO_URI names."""
+    if not cfg["MONGO_MANAGED"]:
+        return None
+    uri = cfg["MONGO_URI"]
+    if not is_local(uri):
+        raise ServiceError(f"MONGO_MANAGED=true, but MONGO_URI ({mask_uri(uri)}) is not one host on this "
+                           "machine with a port", hint="set MONGO_MANAGED=false to use that server as it is")
+    return MongoServer(paths.run / "mongo", urlsplit(uri).port, paths.root / MONGO_SERVER_BIN)
+
+
 def start_services(cfg, echo=click.echo) -> None:
     cluster = cluster_for(cfg)
     if cluster:
@@ -41,12 +56,13 @@ def start_services(cfg, echo=click.echo) -> None:
         was = moto.running()
         moto.start()
         echo(f"s3 (moto)   {'already running' if was else 'started'} on {moto.url}")
-    uri = cfg["MONGO_URI"]
-    if is_standin(uri):
-        connect(uri).close()
-        echo(f"mongodb     stand-in {uri} (in-process, file-backed; no server to start)")
+    mongo = mongo_for(cfg)
+    if mongo:
+        was = mongo.running()
+        mongo.start()
+        echo(f"mongodb     {'already running' if was else 'started'} on {mongo.uri} ({mongo.data})")
     else:
-        echo(f"mongodb     {mask_uri(uri)} (yours to run)")
+        echo(f"mongodb     {mask_uri(cfg['MONGO_URI'])} (yours to run: MONGO_MANAGED=false)")
 
 
 @click.group("services")
@@ -54,8 +70,9 @@ def services():
     """Start, stop and inspect the local services for the demo.
 
     A private PostgreSQL cluster in .run/pg (when LOCAL_PG_MANAGED=true), a moto S3 server
-    (when S3_ENDPOINT_URL points at this machine) and the MongoDB stand-in (when MONGO_URI
-    is litemongo:…). Starting twice is harmless.
+    (when S3_ENDPOINT_URL points at this machine) and a MongoDB server, SecantusDB, with its
+    data in .run/mongo on the port of MONGO_URI (when MONGO_MANAGED=true). Starting twice is
+    harmless.
 
     Example: etl services up && etl services status
     """
@@ -71,14 +88,17 @@ def up(cfg):
 @services.command("down")
 @config_options
 def down(cfg):
-    """Stop the local PostgreSQL cluster and S3 server (their data folders stay)."""
-    cluster, moto = cluster_for(cfg), moto_for(cfg)
+    """Stop the local PostgreSQL cluster, S3 server and MongoDB server (data folders stay)."""
+    cluster, moto, mongo = cluster_for(cfg), moto_for(cfg), mongo_for(cfg)
     if cluster:
         cluster.stop()
         click.echo(f"postgresql  stopped ({cluster.data} kept)")
     if moto:
         moto.stop()
         click.echo("s3 (moto)   stopped (its buckets lived in memory and are gone)")
+    if mongo:
+        mongo.stop()
+        click.echo(f"mongodb     stopped ({mongo.data} kept)")
 
 
 @services.command("status")
@@ -101,7 +121,12 @@ def status(cfg):
         click.echo(f"s3 (moto)   {'running' if ok else 'stopped'}  {moto.url}")
     else:
         click.echo(f"s3          external  {cfg['S3_ENDPOINT_URL'] or 'AWS'}")
-    uri = cfg["MONGO_URI"]
-    click.echo(f"mongodb     {'stand-in' if is_standin(uri) else 'server'}  {mask_uri(uri)}")
+    mongo = mongo_for(cfg)
+    if mongo:
+        ok = mongo.running()
+        down_count += not ok
+        click.echo(f"mongodb     {'running' if ok else 'stopped'}  {mongo.uri}  {mongo.data}")
+    else:
+        click.echo(f"mongodb     external  {mask_uri(cfg['MONGO_URI'])}")
     if down_count:
         raise click.exceptions.Exit(1)

@@ -63,10 +63,14 @@ def _parse_mongo_uri(raw: str) -> str:
     value = raw.strip()
     if not value:
         raise ValueError("must not be empty")
-    scheme = value.split(":", 1)[0]
-    if ":" not in value or scheme not in ("mongodb", "mongodb+srv", "litemongo", "mongomock"):
-        raise ValueError("expected mongodb://host:port, mongodb+srv://…, or litemongo:PATH")
-    if scheme.startswith("mongodb") and not urlsplit(value).hostname:
+    if not value.startswith(("mongodb://", "mongodb+srv://")):
+        raise ValueError("expected mongodb://host:port/ or mongodb+srv://host/")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a non-numeric port
+    except ValueError:
+        raise ValueError(f"bad host or port in {mask_uri(value)!r}") from None
+    if not parts.hostname:
         raise ValueError("a mongodb:// URI needs a host")
     return value
 
@@ -131,7 +135,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MONGO_DB_NAME", _parse_db_name, "bravo-1", "target MongoDB database"),
     Setting("MONGO_BACKUP_BEFORE_LOAD", _parse_bool, "true", "back up collections before a load"),
     Setting("MONGO_PARALLEL_DBS", _parse_db_list, "", "known parallel databases"),
-    Setting("MONGO_URI", _parse_mongo_uri, "litemongo:.run/mongo/store", "MongoDB URI", secret=True),
+    Setting("MONGO_URI", _parse_mongo_uri, "mongodb://127.0.0.1:27018/", "MongoDB URI", secret=True),
+    Setting("MONGO_MANAGED", _parse_bool, "true", "run the managed MongoDB server on MONGO_URI's port"),
     Setting("MONGO_BACKUP_RETENTION", _parse_int(1), "10", "backup versions kept per database"),
     Setting("LOCAL_PG_DB", _parse_str, "media_tool", "local PostgreSQL database to restore into"),
     Setting("LOCAL_PG_HOST", _parse_str, "localhost", "local PostgreSQL host"),
@@ -155,7 +160,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ETL_TRANSFORM_FASTPATH", _parse_bool, "true", "read plain tables with binary COPY + the C encoder"),
     Setting("ETL_VALIDATE_SAMPLE", _parse_int(0), "0", "documents checked per collection (0: all)"),
     Setting("ETL_ROLLBACK_ON_INVALID", _parse_bool, "false", "restore the pre-load backup on exit 4"),
-    Setting("ETL_MONGO_ALLOW_NO_COLLMOD", _parse_bool, "true", "go on when a server lacks collMod"),
     Setting("ETL_NODE", _parse_str, "node", "Node.js executable for the TypeScript/Zod generators"),
     Setting("ETL_CONTRACT_SAMPLE", _parse_int(1), "1000", "documents sampled per collection by test-data"),
     Setting("CLOUDWATCH_LOG_GROUP", _parse_str, "", "CloudWatch Logs group (empty: off)"),

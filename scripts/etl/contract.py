@@ -7,7 +7,7 @@ MONGO_DB_NAME; ETL_CONTRACT_SAMPLE documents at most) and checks
 - every sampled document against the canonical JSON Schema (jsonschema, draft 2020-12, with
   format checking) and against the generated Pydantic model;
 - the collection's `$jsonSchema` validator against the one etl.mongo_schema derives from the
-  canonical schema, skipped with the server's reason when it cannot report validators;
+  canonical schema;
 - its indexes against the canonical schema's `x-indexes`.
 
 `etl test-data` runs them in a pytest subprocess: exit 0 when they pass, 4 when a contract
@@ -44,7 +44,6 @@ from etl.paths import paths
 log = logging.getLogger("etl.contract")
 
 MAX_REPORTED = 20  # failures listed per check; the count says how many more there were
-UNSUPPORTED_CODES = {59, 115}  # CommandNotFound, CommandNotSupported
 
 
 # ---------------------------------------------------------------- documents as JSON
@@ -304,10 +303,6 @@ def report(failures: list[str], what: str) -> str:
 # ---------------------------------------------------------------- the target collection
 
 
-class ValidatorUnavailable(Exception):
-    """The server cannot report validators; the reason is the message."""
-
-
 @dataclass
 class Target:
     """One collection of the target database, with the artifacts generated for it."""
@@ -352,44 +347,26 @@ class Target:
 
     def sample(self) -> list[dict[str, Any]]:
         """Up to `sample_size` documents in JSON form: all of them when the collection is
-        that small, otherwise a `$sample` (the first ones when the server refuses it)."""
+        that small, otherwise a `$sample`."""
         if self._sample is None:
             coll = self.db[self.collection]
             if coll.estimated_document_count() <= self.sample_size:
                 raw = list(coll.find())
             else:
-                try:
-                    raw = list(coll.aggregate([{"$sample": {"size": self.sample_size}}]))
-                except (NotImplementedError, _operation_failure()) as exc:
-                    log.warning("%s: $sample refused (%s); checking the first %d documents",
-                                self.collection, exc, self.sample_size)
-                    raw = list(coll.find().limit(self.sample_size))
+                raw = list(coll.aggregate([{"$sample": {"size": self.sample_size}}]))
             schema = self.schema
             self._sample = [to_json_doc(doc, schema) for doc in raw]
         return self._sample
 
     def validator(self) -> dict[str, Any] | None:
         """The collection's validator as the server reports it (None: it has none)."""
-        try:
-            infos = list(self.db.list_collections(filter={"name": self.collection}))
-        except NotImplementedError as exc:
-            raise ValidatorUnavailable(f"the server cannot list collection options ({exc})") from None
-        except _operation_failure() as exc:
-            if getattr(exc, "code", None) in UNSUPPORTED_CODES:
-                raise ValidatorUnavailable(f"the server refused listCollections ({exc})") from None
-            raise
+        infos = list(self.db.list_collections(filter={"name": self.collection}))
         if not infos:
             return None
         return (infos[0].get("options") or {}).get("validator")
 
     def indexes(self) -> dict[str, dict[str, Any]]:
         return self.db[self.collection].index_information()
-
-
-def _operation_failure() -> type[Exception]:
-    from pymongo.errors import OperationFailure
-
-    return OperationFailure
 
 
 # ---------------------------------------------------------------- the generated test module
@@ -436,11 +413,7 @@ def test_documents_match_model(target):
 
 
 def test_validator_is_canonical(target):
-    try:
-        validator = target.validator()
-    except contract.ValidatorUnavailable as exc:
-        pytest.skip(str(exc))
-    problems = contract.validator_problems(target.schema, validator)
+    problems = contract.validator_problems(target.schema, target.validator())
     assert not problems, contract.report(problems, "validator differences")
 
 

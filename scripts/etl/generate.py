@@ -43,7 +43,7 @@ log = logging.getLogger("etl.generate")
 
 # Bump when the shape of any artifact changes, so `etl generate` rewrites them even though
 # the canonical schemas did not change.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 NODE_DRIVER = Path(__file__).with_name("node") / "generate.mjs"
 NODE_PACKAGES = ("json-schema-to-typescript", "json-schema-to-zod", "prettier", "typescript", "zod")

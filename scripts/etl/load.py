@@ -28,13 +28,15 @@ from typing import Any, Callable
 import bson
 import click
 from bson.raw_bson import RawBSONDocument
+from pymongo import InsertOne, ReplaceOne
+from pymongo.errors import PyMongoError
 
 from etl.bsondump import CODEC, RAW_CODEC, index_specs, iter_batches, read_manifest, read_metadata, verify
 from etl.cli import config_options
 from etl.config import Config
 from etl.errors import BackupError, LoadError
 from etl.fsutil import write_atomic
-from etl.mongo import check_db_name, connect
+from etl.mongo import check_db_name, connect, describe
 from etl.paths import paths
 from etl.progress import Progress
 
@@ -52,61 +54,35 @@ class LoadResult:
     pruned: dict[str, int] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Collections whose validator the server dropped in renameCollection, set again by collMod.
+    revalidated: list[str] = field(default_factory=list)
     migrations: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
 
-class _Inserter:
-    """insert_many of raw BSON batches; a client that refuses raw documents (some stand-ins
-    accept only dicts) gets them decoded, from the first refused batch on."""
-
-    def __init__(self):
-        self.decode = False
-
-    def insert(self, coll, batch: list) -> int:
-        """Inserts `batch`; returns how many documents the server acknowledged."""
-        if not self.decode:
-            try:
-                return insert_batch(coll, batch)
-            except TypeError as exc:
-                log.info("the MongoDB client refuses raw BSON documents (%s); decoding batches", exc)
-                self.decode = True
-        return insert_batch(coll, [bson.decode(d.raw, codec_options=CODEC) for d in batch])
-
-
 def insert_batch(coll, docs: list) -> int:
     """One batch into `coll` (ordered: a failure stops at the failing document); the number of
-    documents the server acknowledged."""
-    return len(coll.insert_many(docs, ordered=True).inserted_ids)
+    documents the server acknowledged (its `n`). Not `insert_many(...).inserted_ids`: pymongo
+    collects ids only from documents it decoded, so for raw BSON that list stays empty."""
+    return coll.bulk_write([InsertOne(doc) for doc in docs], ordered=True).inserted_count
 
 
 def _create_staging(mdb, name: str, staging: str, meta: dict[str, Any], schema: dict[str, Any] | None,
-                    cfg: Config, notes: list[str]) -> None:
-    from pymongo.errors import CollectionInvalid, PyMongoError
-
+                    cfg: Config) -> dict[str, Any]:
+    """The staging collection with the validator of the canonical schema (or, without one, the
+    options the transform wrote into the metadata). A refusal is the load's error. Returns
+    the options it was created with."""
     if schema is not None:
-        from etl.mongo_schema import apply_validator
+        from etl.mongo_schema import apply_validator, validation_options, validator_for
 
-        outcome = apply_validator(mdb, staging, schema, strict=cfg["ETL_SCHEMA_STRICT_MODE"],
-                                  allow_unsupported=cfg["ETL_MONGO_ALLOW_NO_COLLMOD"])
-        if outcome.action == "unsupported":
-            notes.append(f"{name}: no validator ({outcome.reason})")
-        return
+        apply_validator(mdb, staging, schema, strict=cfg["ETL_SCHEMA_STRICT_MODE"])
+        return {"validator": validator_for(schema), **validation_options(cfg["ETL_SCHEMA_STRICT_MODE"])}
     options = {k: v for k, v in (meta.get("options") or {}).items() if k not in ("uuid",)}
     try:
         mdb.create_collection(staging, **options)
-    except CollectionInvalid:
-        pass
-    except (PyMongoError, NotImplementedError) as exc:
-        if not cfg["ETL_MONGO_ALLOW_NO_COLLMOD"]:
-            raise LoadError(f"the server refused to create {name} with its options "
-                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
-                            hint="set ETL_MONGO_ALLOW_NO_COLLMOD=true to load without the validator") from None
-        notes.append(f"{name}: created without its options/validator: {str(exc).splitlines()[0][:120]}")
-        try:
-            mdb.create_collection(staging)
-        except (CollectionInvalid, PyMongoError, NotImplementedError):
-            pass
+    except PyMongoError as exc:
+        raise LoadError(f"{name}: creating its staging collection failed: {describe(exc)}") from None
+    return options
 
 
 def _create_indexes(coll, meta: dict[str, Any]) -> None:
@@ -130,8 +106,6 @@ def load(cfg: Config, db: str | None = None, *, source: str | None = None, mode:
          prune: bool = False, drop_database: bool = False, collections: list[str] | None = None,
          backup: bool | None = None, echo: Callable[[str], None] | None = None) -> LoadResult:
     """Load `data/transformed/<source>/` (default: the target's own folder) into database `db`."""
-    from pymongo.errors import PyMongoError
-
     echo = echo or (lambda _m: None)
     start = time.perf_counter()
     db = check_db_name(db or cfg["MONGO_DB_NAME"])
@@ -190,8 +164,7 @@ def load(cfg: Config, db: str | None = None, *, source: str | None = None, mode:
         for n in incremental:
             _load_incremental(mdb, folder, n, entries[n], batch_size, prune, result, echo, archived[n])
     except PyMongoError as exc:
-        raise LoadError(f"MongoDB refused the load of {db}: {type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:200]}") from None
+        raise LoadError(f"the load of {db} failed: {describe(exc)}") from None
     finally:
         client.close()
     result.seconds = time.perf_counter() - start
@@ -242,8 +215,6 @@ def _carry_archived(live, batch: list, keep: list[tuple[str, str]]) -> tuple[lis
 def _load_full(cfg: Config, mdb, folder: Path, names: list[str], entries: dict[str, Any], batch_size: int,
                doomed: list[str], result: LoadResult, echo: Callable[[str], None],
                archived: dict[str, list[tuple[str, str]]] | None = None) -> None:
-    from pymongo.errors import OperationFailure, PyMongoError
-
     run_id = uuid.uuid4().hex[:8]
     staging = {n: f"{n}__staging_{run_id}" for n in names}
     # A load killed outright (SIGKILL, power) cannot drop its staging collections; the next
@@ -254,13 +225,13 @@ def _load_full(cfg: Config, mdb, folder: Path, names: list[str], entries: dict[s
         result.notes.append(f"dropped staging collections of an interrupted load: {', '.join(sorted(leftovers))}")
         _drop_all(mdb, leftovers)
     schemas = _schemas()
-    inserter = _Inserter()
+    created: dict[str, dict[str, Any]] = {}
     current = ""
     try:
         for n in names:
             current = n
             meta = read_metadata(folder / f"{n}.metadata.json")
-            _create_staging(mdb, n, staging[n], meta, schemas.get(n), cfg, result.notes)
+            created[n] = _create_staging(mdb, n, staging[n], meta, schemas.get(n), cfg)
             coll = mdb[staging[n]]
             want = int(entries[n]["count"])
             # Indexes first: a unique or partial index then judges each document as it arrives,
@@ -273,14 +244,12 @@ def _load_full(cfg: Config, mdb, folder: Path, names: list[str], entries: dict[s
                     if keep:
                         batch, k = _carry_archived(mdb[n], batch, keep)
                         carried += k
-                    have += inserter.insert(coll, batch)
+                    have += insert_batch(coll, batch)
                     bar.advance(len(batch))
             if keep:
                 result.notes.append(f"{n}: archived fields ({', '.join(a for _, a in keep)}) carried over on "
                                     f"{carried} documents")
-            # What the server acknowledged, summed over the batches: no count query, which a
-            # server without collection metadata (the stand-ins) answers by reading every
-            # document again.
+            # What the server acknowledged, summed over the batches.
             if have != want:
                 raise LoadError(f"{n}: the server acknowledged {have} documents into staging, the manifest says {want}")
             result.counts[n] = have
@@ -289,24 +258,26 @@ def _load_full(cfg: Config, mdb, folder: Path, names: list[str], entries: dict[s
         if isinstance(exc, LoadError):
             raise LoadError(f"{exc} (old collections untouched, staging dropped)") from None
         if isinstance(exc, PyMongoError):
-            raise LoadError(f"loading {mdb.name}.{current} failed before any swap: {type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0][:200]} (old collections untouched, staging dropped)") from None
+            raise LoadError(f"loading {mdb.name}.{current} failed before any swap: {describe(exc)} "
+                            "(old collections untouched, staging dropped)") from None
         raise
     for n in doomed:
         mdb.drop_collection(n)
         result.dropped.append(n)
+    from etl.mongo_schema import keep_options
+
     swapped: list[str] = []
     for n in names:
         try:
             mdb[staging[n]].rename(n, dropTarget=True)
             swapped.append(n)
-        except (OperationFailure, PyMongoError, NotImplementedError) as exc:
+            if keep_options(mdb, n, created[n]):
+                result.revalidated.append(n)
+        except PyMongoError as exc:
             _drop_all(mdb, [staging[m] for m in names if m not in swapped])
             done = f"; already swapped: {', '.join(swapped)}" if swapped else ""
-            raise LoadError(f"the server refused renameCollection {staging[n]} -> {n} with dropTarget "
-                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]}){done}",
-                            hint="a server without renameCollection cannot do an atomic full load; "
-                                 "use --mode incremental") from None
+            raise LoadError(f"renameCollection {staging[n]} -> {n} with dropTarget failed: "
+                            f"{describe(exc)}{done}") from None
         echo(f"{n}: {result.counts[n]} documents swapped in")
 
 
@@ -314,18 +285,18 @@ def _drop_all(mdb, names) -> None:
     for name in names:
         try:
             mdb.drop_collection(name)
-        except Exception as exc:  # noqa: BLE001 - best effort while reporting the first error
-            log.warning("could not drop staging collection %s: %s", name, exc)
+        except PyMongoError as exc:  # best effort while reporting the first error
+            log.warning("could not drop staging collection %s: %s", name, describe(exc))
 
 
 def _load_incremental(mdb, folder: Path, name: str, entry: dict[str, Any], batch_size: int, prune: bool,
                       result: LoadResult, echo: Callable[[str], None],
                       keep: list[tuple[str, str]] | None = None) -> None:
-    from pymongo import ReplaceOne
+    from etl.validate import id_key
 
     meta = read_metadata(folder / f"{name}.metadata.json")
     coll = mdb[name]
-    seen: set[bytes] = set()
+    seen: set[bytes] = set()  # id_key of every _id the export holds
     upserted = 0
     with Progress(f"upsert {mdb.name}.{name}", total=int(entry["count"]), unit="docs") as bar:
         carried = 0
@@ -335,7 +306,7 @@ def _load_incremental(mdb, folder: Path, name: str, entry: dict[str, Any], batch
                 carried += k
             docs = [bson.decode(d.raw, codec_options=CODEC) for d in batch]
             if prune:
-                seen.update(bson.encode({"_id": d["_id"]}) for d in docs)
+                seen.update(id_key(d["_id"]) for d in docs)
             coll.bulk_write([ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs], ordered=False)
             upserted += len(docs)
             bar.advance(len(docs))
@@ -345,8 +316,8 @@ def _load_incremental(mdb, folder: Path, name: str, entry: dict[str, Any], batch
                             f"{carried} documents")
     result.counts[name] = upserted
     if prune:
-        gone = [doc["_id"] for doc in coll.find({}, {"_id": 1})
-                if bson.encode({"_id": doc["_id"]}) not in seen]
+        gone = [doc["_id"] for doc in coll.with_options(codec_options=CODEC).find({}, {"_id": 1})
+                if id_key(doc["_id"]) not in seen]
         for i in range(0, len(gone), batch_size):
             coll.delete_many({"_id": {"$in": gone[i:i + batch_size]}})
         result.pruned[name] = len(gone)
@@ -358,7 +329,7 @@ def _stamp(db: str, manifest: dict[str, Any], result: LoadResult) -> None:
     rollback read `backup_version`)."""
     body = {"database": db, "mode": result.mode, "backup_version": result.backup_version,
             "transform_version": manifest.get("version"), "counts": result.counts, "pruned": result.pruned,
-            "dropped": result.dropped, "notes": result.notes,
+            "dropped": result.dropped, "notes": result.notes, "revalidated": result.revalidated,
             "migrations": [{k: m.get(k) for k in ("script", "status", "backup_version")} for m in result.migrations],
             "loaded_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     write_atomic(paths.make_stamps / db / "load.stamp", json.dumps(body, indent=2, sort_keys=True) + "\n")
@@ -391,15 +362,11 @@ def load_cmd(cfg: Config, db: str | None, source: str | None, mode: str, prune: 
     result = load(cfg, target, source=source, mode=mode, prune=prune, drop_database=drop_database,
                   collections=list(collections) or None, backup=False if no_backup else None,
                   echo=lambda m: click.echo(m, err=True))
-    unvalidated = [n.split(":", 1)[0] for n in result.notes if ": no validator (" in n]
     for note in result.notes:
-        if ": no validator (" not in note:
-            click.echo(f"note: {note}", err=True)
-    if unvalidated:
-        # One line, not one per collection: the reason is the server's, the same for each.
-        first = next(n for n in result.notes if ": no validator (" in n)
-        click.echo(f"note: {len(unvalidated)} collection(s) loaded without a validator "
-                   f"({', '.join(unvalidated)}): {first.split(': no validator ', 1)[1]}", err=True)
+        click.echo(f"note: {note}", err=True)
+    if result.revalidated:
+        click.echo(f"note: the server dropped the validator of {len(result.revalidated)} collection(s) in "
+                   "renameCollection (MongoDB keeps it); each was set again with collMod", err=True)
     total = sum(result.counts.values())
     from etl.runlog import current_stage
 

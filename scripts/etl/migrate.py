@@ -273,6 +273,8 @@ def apply_migration(db, path: Path, backup_version: str | None) -> dict[str, Any
 
     from pymongo.errors import PyMongoError
 
+    from etl.mongo import describe
+
     results: list[dict[str, Any]] = []
     for step in script.steps:
         coll = db[step.collection]
@@ -280,11 +282,9 @@ def apply_migration(db, path: Path, backup_version: str | None) -> dict[str, Any
             result = _run(db, coll, step)
         except MigrationError:
             raise
-        except (PyMongoError, NotImplementedError) as exc:
-            # NotImplementedError: in-process stand-ins say so for operators they lack ($convert).
-            detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-            raise MigrationError(f"{path.name}:{step.line}: the server refused {step.op} on "
-                                 f"{step.collection}: {detail}") from None
+        except PyMongoError as exc:
+            raise MigrationError(f"{path.name}:{step.line}: {step.op} on "
+                                 f"{step.collection}: {describe(exc)}") from None
         result = {"line": step.line, "op": step.op, "collection": step.collection, **result}
         if step.comment:
             result["comment"] = step.comment

@@ -7,9 +7,8 @@ new collection and `collMod` for an existing one; `sync_indexes` makes a collect
 exactly the expected ones (primary keys are `_id`; foreign keys, unique constraints and
 plain-column indexes come from the mapping), dropping those that disappeared.
 
-Servers differ: a stand-in may refuse validators or `collMod`. That is asked, not assumed: the
-refusal is caught, reported in one line, and the run goes on only when
-ETL_MONGO_ALLOW_NO_COLLMOD=true.
+A server that refuses a validator, `collMod` or an index is an error naming the collection
+and the server's message: a collection never silently goes without its validator.
 """
 
 from __future__ import annotations
@@ -19,10 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import click
+from pymongo.errors import CollectionInvalid, PyMongoError
 
 from etl.cli import config_options
 from etl.config import mask_uri
 from etl.errors import DatabaseError
+from etl.mongo import describe
 
 log = logging.getLogger("etl.mongo_schema")
 
@@ -153,8 +154,6 @@ def _same_index(a: dict[str, Any], b: dict[str, Any]) -> bool:
 def sync_indexes(coll, expected: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
     """Make `coll`'s indexes the expected ones: create the missing, rebuild the changed, drop
     the ones no longer expected (except `_id_`). Returns {"created", "dropped", "kept"}."""
-    from pymongo.errors import PyMongoError
-
     expected = list(expected)
     current = _current_indexes(coll)
     wanted = {spec["name"]: spec for spec in expected}
@@ -175,8 +174,8 @@ def sync_indexes(coll, expected: Iterable[dict[str, Any]]) -> dict[str, list[str
                 options["partialFilterExpression"] = spec["partialFilterExpression"]
             coll.create_index([(k, d) for k, d in spec["keys"]], **options)
             result["created"].append(name)
-    except (PyMongoError, NotImplementedError) as exc:
-        raise DatabaseError(f"indexes of {coll.name}: {_reason(exc)}") from None
+    except PyMongoError as exc:
+        raise DatabaseError(f"indexes of {coll.name}: building them failed: {describe(exc)}") from None
     return result
 
 
@@ -188,29 +187,16 @@ def sync_indexes(coll, expected: Iterable[dict[str, Any]]) -> dict[str, list[str
 @dataclass
 class Outcome:
     collection: str
-    action: str  # created | modified | unchanged | unsupported
-    reason: str = ""
+    action: str  # created | modified | unchanged
     indexes: dict[str, list[str]] = field(default_factory=dict)
-
-
-def _reason(exc: BaseException) -> str:
-    text = getattr(exc, "details", None) or {}
-    msg = text.get("errmsg") if isinstance(text, dict) else None
-    msg = msg or str(exc) or type(exc).__name__
-    return msg.splitlines()[0][:200]
 
 
 def current_validator(db, name: str) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """(validator, options) of collection `name` as the server reports them; (None, {}) when
-    the collection has none or the server does not report options."""
-    from pymongo.errors import PyMongoError
-
-    try:
-        for info in db.list_collections(filter={"name": name}):
-            options = dict(info.get("options") or {})
-            return options.get("validator"), options
-    except (PyMongoError, NotImplementedError) as exc:
-        log.info("cannot read the options of %s: %s", name, _reason(exc))
+    the collection has none."""
+    for info in db.list_collections(filter={"name": name}):
+        options = dict(info.get("options") or {})
+        return options.get("validator"), options
     return None, {}
 
 
@@ -223,14 +209,32 @@ def plain(value: Any) -> Any:
     return value
 
 
-def apply_validator(db, name: str, schema: dict[str, Any], *, strict: bool,
-                    allow_unsupported: bool) -> Outcome:
-    """Create `name` with the validator of `schema`, or collMod an existing collection.
+VALIDATION_OPTIONS = ("validator", "validationLevel", "validationAction")
 
-    A server that refuses validators or collMod: DatabaseError, unless `allow_unsupported`,
-    then the collection exists without a validator and the outcome says why."""
-    from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
 
+def keep_options(db, name: str, options: dict[str, Any]) -> bool:
+    """After a `renameCollection`, make sure `name` still holds the validation options it was
+    created with (`options`: validator, validationLevel, validationAction). MongoDB keeps them
+    across a rename and this only reads; a server that dropped them gets them back through
+    collMod. Returns whether it had to."""
+    wanted = {k: options[k] for k in VALIDATION_OPTIONS if k in options}
+    if not wanted:
+        return False
+    _, have = current_validator(db, name)
+    if all(plain(have.get(k)) == plain(v) for k, v in wanted.items()):
+        return False
+    try:
+        db.command({"collMod": name, **wanted})
+    except PyMongoError as exc:
+        raise DatabaseError(f"{name}: the validator was lost in renameCollection, and collMod to set it "
+                            f"again failed: {describe(exc)}") from None
+    log.info("%s: the server dropped the collection's validator in renameCollection; set again with collMod", name)
+    return True
+
+
+def apply_validator(db, name: str, schema: dict[str, Any], *, strict: bool) -> Outcome:
+    """Create `name` with the validator of `schema`, or collMod an existing collection. A
+    refusal is a DatabaseError naming the collection and the server's message."""
     validator = validator_for(schema)
     options = validation_options(strict)
     exists = name in db.list_collection_names()
@@ -242,36 +246,20 @@ def apply_validator(db, name: str, schema: dict[str, Any], *, strict: bool,
             return Outcome(name, "unchanged")
         try:
             db.command({"collMod": name, "validator": validator, **options})
-            return Outcome(name, "modified")
-        except (OperationFailure, NotImplementedError, PyMongoError) as exc:
-            return _unsupported(name, "collMod", exc, allow_unsupported)
+        except PyMongoError as exc:
+            raise DatabaseError(f"{name}: collMod with its validator failed: {describe(exc)}") from None
+        return Outcome(name, "modified")
     try:
         db.create_collection(name, validator=validator, **options)
-        return Outcome(name, "created")
     except CollectionInvalid:  # created by someone else meanwhile: modify it instead
-        return apply_validator(db, name, schema, strict=strict, allow_unsupported=allow_unsupported)
-    except (OperationFailure, NotImplementedError, PyMongoError) as exc:
-        outcome = _unsupported(name, "create with a validator", exc, allow_unsupported)
-        try:
-            db.create_collection(name)
-        except (CollectionInvalid, PyMongoError, NotImplementedError):
-            pass  # exists now, or the server creates collections on first insert
-        return outcome
-
-
-def _unsupported(name: str, what: str, exc: BaseException, allow: bool) -> Outcome:
-    reason = f"the server refused {what} for {name}: {_reason(exc)}"
-    if not allow:
-        raise DatabaseError(reason, hint="use a server that supports validators, or set "
-                                         "ETL_MONGO_ALLOW_NO_COLLMOD=true to go on without them")
-    # Callers summarise the outcomes; one log line per collection is enough here.
-    log.info("%s; going on without a validator (ETL_MONGO_ALLOW_NO_COLLMOD=true)", reason)
-    return Outcome(name, "unsupported", reason)
+        return apply_validator(db, name, schema, strict=strict)
+    except PyMongoError as exc:
+        raise DatabaseError(f"{name}: creating it with its validator failed: {describe(exc)}") from None
+    return Outcome(name, "created")
 
 
 def apply_validators(db, schemas: dict[str, dict[str, Any]], *, strict: bool = False,
-                     allow_unsupported: bool = False, names: dict[str, str] | None = None,
-                     indexes: bool = True) -> list[Outcome]:
+                     names: dict[str, str] | None = None, indexes: bool = True) -> list[Outcome]:
     """Validators (and, with `indexes`, indexes) for every collection of `schemas`.
 
     `names` maps a collection to the name to apply it to, so a load can prepare its staging
@@ -279,7 +267,7 @@ def apply_validators(db, schemas: dict[str, dict[str, Any]], *, strict: bool = F
     outcomes = []
     for coll_name, schema in sorted(schemas.items()):
         target = (names or {}).get(coll_name, coll_name)
-        outcome = apply_validator(db, target, schema, strict=strict, allow_unsupported=allow_unsupported)
+        outcome = apply_validator(db, target, schema, strict=strict)
         if indexes:
             outcome.indexes = sync_indexes(db[target], expected_indexes(schema))
         outcomes.append(outcome)
@@ -294,8 +282,7 @@ def run_mongo_schema(cfg, db_name: str | None = None, out=None) -> list[Outcome]
     db_name = db_name or cfg["MONGO_DB_NAME"]
     client = connect(cfg["MONGO_URI"])
     try:
-        return apply_validators(client[db_name], schemas, strict=cfg["ETL_SCHEMA_STRICT_MODE"],
-                                allow_unsupported=cfg["ETL_MONGO_ALLOW_NO_COLLMOD"])
+        return apply_validators(client[db_name], schemas, strict=cfg["ETL_SCHEMA_STRICT_MODE"])
     finally:
         client.close()
 
@@ -309,8 +296,8 @@ def mongo_schema_cmd(cfg, db_name: str | None):
     Each collection gets a $jsonSchema validator (create for a new collection, collMod for an
     existing one; strict/error when ETL_SCHEMA_STRICT_MODE=true, else moderate/warn) and
     exactly the expected indexes: foreign keys, unique constraints and plain-column indexes;
-    indexes that disappeared are dropped. A server without validators or collMod stops the
-    command unless ETL_MONGO_ALLOW_NO_COLLMOD=true.
+    indexes that disappeared are dropped. A server that refuses a validator, collMod or an
+    index stops the command with its message.
 
     Example: etl mongo-schema --db bravo-1-20261126
     """
@@ -325,15 +312,10 @@ def mongo_schema_cmd(cfg, db_name: str | None):
         counts[o.action] = counts.get(o.action, 0) + 1
         idx = o.indexes
         changes = [f"+{n}" for n in idx.get("created", [])] + [f"-{n}" for n in idx.get("dropped", [])]
-        # Unsupported validators are said once below, not once per collection.
         if o.action in ("created", "modified") or changes:
             parts = [f"validator {o.action}"] if o.action in ("created", "modified") else []
             if changes:
                 parts.append(f"indexes {' '.join(changes)}")
             click.echo(f"  {o.collection}: {'; '.join(parts)}")
-    unsupported = [o for o in outcomes if o.action == "unsupported"]
-    if unsupported:
-        click.echo(f"Warning: this server does not enforce validators ({unsupported[0].reason}); "
-                   f"{len(unsupported)} collection(s) have none.", err=True)
     summary = ", ".join(f"{n} {a}" for a, n in sorted(counts.items()))
     click.echo(f"MongoDB schema applied to {target}: {summary or 'no collections'}.")

@@ -33,7 +33,8 @@ from etl.cli import config_options
 from etl.config import Config
 from etl.errors import BackupError, DatabaseError
 from etl.fsutil import read_json
-from etl.mongo import check_db_name, connect
+from etl.mongo import check_db_name, connect, describe
+from etl.mongo_schema import keep_options
 from etl.paths import paths
 from etl.progress import Progress
 from etl.validate import (combine, doc_digest, iter_bson, manifest_collections,
@@ -137,60 +138,38 @@ def _index_specs(metadata: dict) -> list[dict]:
     return [ix for ix in metadata.get("indexes") or [] if ix.get("name") != "_id_"]
 
 
-def _create_staging(mdb, staging: str, options: dict, allow_no_options: bool, warnings: list[str],
-                    name: str) -> None:
+def _create_staging(mdb, staging: str, options: dict, name: str) -> None:
     options = {k: v for k, v in options.items() if k not in ("uuid",)}
     if staging in mdb.list_collection_names():
         mdb.drop_collection(staging)  # left over by an interrupted rollback
-    if not options:
-        mdb.create_collection(staging)
-        return
     try:
         mdb.create_collection(staging, **options)
-    except Exception as exc:  # NotImplementedError on stand-ins, OperationFailure on servers
-        if not allow_no_options:
-            raise BackupError(f"{name}: the server refused the collection options "
-                              f"({', '.join(sorted(options))}): {type(exc).__name__}",
-                              hint="set ETL_MONGO_ALLOW_NO_COLLMOD=true to restore without them") from None
-        warnings.append(f"{name}: validator/options not restored, the server refused them "
-                        f"({type(exc).__name__})")
-        log.warning("%s", warnings[-1])
-        if staging not in mdb.list_collection_names():
-            mdb.create_collection(staging)
+    except PyMongoError as exc:
+        raise BackupError(f"{name}: creating it with the backup's options "
+                          f"({', '.join(sorted(options)) or 'none'}) failed: {describe(exc)}") from None
 
 
-def _swap(mdb, staging: str, name: str, warnings: list[str]) -> None:
+def _swap(mdb, staging: str, name: str) -> None:
+    """One `renameCollection … dropTarget`: atomic per collection. A refusal leaves the live
+    collection as it was and drops the staging one; there is no two-step fallback, which
+    would let readers see the collection missing."""
     try:
         mdb[staging].rename(name, dropTarget=True)
-        return
-    except Exception as exc:  # a server without rename(dropTarget)
-        refused = type(exc).__name__
-    # Move the live collection aside before putting the staging one in its place, so a server
-    # that cannot rename at all loses nothing: the live collection stays where it was.
-    aside = f"{STAGING_PREFIX}old_{name}"
-    try:
-        if name in mdb.list_collection_names():
-            mdb.drop_collection(aside)
-            mdb[name].rename(aside)
-        mdb[staging].rename(name)
-    except Exception as exc:
-        if aside in mdb.list_collection_names() and name not in mdb.list_collection_names():
-            mdb[aside].rename(name)
-        mdb.drop_collection(staging)
-        raise BackupError(f"{name}: the server cannot rename collections ({refused}, then "
-                          f"{type(exc).__name__}); {name} was left as it was") from None
-    mdb.drop_collection(aside)
-    warnings.append(f"{name}: the server refused an atomic rename ({refused}); swapped in two renames")
-    log.warning("%s", warnings[-1])
+    except PyMongoError as exc:
+        try:
+            mdb.drop_collection(staging)
+        except PyMongoError:
+            pass
+        raise BackupError(f"{name}: renameCollection {staging} -> {name} with dropTarget failed: "
+                          f"{describe(exc)}; {name} was left as it was") from None
 
 
-def restore_collection(mdb, name: str, folder: Path, batch_size: int, allow_no_options: bool,
-                       warnings: list[str]) -> dict:
+def restore_collection(mdb, name: str, folder: Path, batch_size: int) -> dict:
     """Restore one collection from `folder` into `mdb` through a staging collection; return
     the count and content checksum of the backup file."""
     metadata = read_metadata(folder / f"{name}.metadata.json")
     staging = f"{STAGING_PREFIX}{name}"
-    _create_staging(mdb, staging, metadata.get("options") or {}, allow_no_options, warnings, name)
+    _create_staging(mdb, staging, metadata.get("options") or {}, name)
     target = mdb[staging]
     digests: list[bytes] = []
     bson_path = folder / f"{name}.bson"
@@ -211,7 +190,8 @@ def restore_collection(mdb, name: str, folder: Path, batch_size: int, allow_no_o
     for spec in _index_specs(metadata):
         options = {k: v for k, v in spec.items() if k not in ("v", "key", "ns")}
         target.create_index(list(spec["key"].items()), **options)
-    _swap(mdb, staging, name, warnings)
+    _swap(mdb, staging, name)
+    keep_options(mdb, name, metadata.get("options") or {})
     return {"count": len(digests), "sha256": combine(digests),
             "indexes": sorted(ix["name"] for ix in _index_specs(metadata))}
 
@@ -238,7 +218,6 @@ class RollbackResult:
     pre_rollback_backup: str | None
     collections: dict[str, dict] = field(default_factory=dict)
     untouched: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
 
 
 def rollback(cfg: Config, db: str, version: str) -> RollbackResult:
@@ -277,14 +256,12 @@ def _restore(cfg: Config, db: str, version: str, folder: Path, entries: dict) ->
         result.untouched = sorted(n for n in existing - set(entries)
                                   if not n.startswith("system.") and "__staging_" not in n)
         for name in sorted(entries):
-            expected = restore_collection(mdb, name, pinned, cfg["ETL_BATCH_SIZE"],
-                                          cfg["ETL_MONGO_ALLOW_NO_COLLMOD"], result.warnings)
+            expected = restore_collection(mdb, name, pinned, cfg["ETL_BATCH_SIZE"])
             _verify_restored(mdb, name, expected)
             result.collections[name] = expected
             log.info("%s: restored %d documents from %s", name, expected["count"], version)
     except PyMongoError as exc:  # the server went away or refused a write
-        raise DatabaseError(f"rollback of {db} to {version} failed: {type(exc).__name__}: "
-                            f"{str(exc)[:200]}", hint="collections already swapped stay restored; "
+        raise DatabaseError(f"rollback of {db} to {version} failed: {describe(exc)}", hint="collections already swapped stay restored; "
                             "rerun the rollback") from None
     finally:
         client.close()
@@ -366,8 +343,6 @@ def rollback_cmd(cfg: Config, version: str, db: str | None, yes: bool):
                    f"(undo: etl rollback --version {result.pre_rollback_backup} --db {db})")
     for name, res in result.collections.items():
         click.echo(f"  {name}: {res['count']} documents, {len(res['indexes'])} indexes, checksum verified")
-    for note in result.warnings:
-        click.echo(f"  warning: {note}")
     if result.untouched:
         click.echo(f"  not in the backup, left as they are: {', '.join(result.untouched)}")
     click.echo(f"Restored {db} to {version}.")

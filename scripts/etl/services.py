@@ -1,9 +1,10 @@
-"""Local services for the demo and the tests: a private PostgreSQL cluster and a moto S3 server.
+"""Local services for the demo and the tests: a private PostgreSQL cluster, a moto S3 server
+and a MongoDB-compatible server (SecantusDB).
 
-Both are started by the project itself, each in a folder of its own and on its own port.
-Starting twice is harmless (a running service is detected and reused); status says what runs
-where. MongoDB needs no process here: the default URI selects a file-backed stand-in, and a
-real server is used as soon as MONGO_URI points at one.
+Each is started by the project itself, in a folder of its own and on its own port. Starting
+twice is harmless (a running service is detected and reused); status says what runs where.
+The pipeline reaches every one of them exactly as it reaches production: PostgreSQL through
+libpq, S3 through an endpoint URL, MongoDB through pymongo and a mongodb:// URI.
 """
 
 from __future__ import annotations
@@ -235,3 +236,119 @@ class MotoServer:
         except ServiceError:
             os.killpg(pid, signal.SIGKILL)
         self.pidfile.unlink(missing_ok=True)
+
+
+@dataclass
+class MongoServer:
+    """The managed MongoDB server: SecantusDB (a MongoDB wire-protocol server on WiredTiger,
+    from its own virtualenv, `.venv-mongo`) with its data in `base/data`, listening on
+    127.0.0.1:`port`. `auth` requires SCRAM users; `test_commands` enables
+    `configureFailPoint`, as mongod's `enableTestCommands` does."""
+
+    base: Path
+    port: int
+    binary: Path
+    auth: bool = False
+    test_commands: bool = False
+
+    @property
+    def data(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.base / "server.pid"
+
+    @property
+    def logfile(self) -> Path:
+        return self.base / "server.log"
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child that exited
+                return None
+        except ChildProcessError:
+            pass
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return None
+        return pid
+
+    def answers(self) -> bool:
+        """The server completes a MongoDB handshake (not just an open port)."""
+        import pymongo
+        from pymongo.errors import PyMongoError
+
+        client = pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=500, connectTimeoutMS=500)
+        try:
+            client.admin.command("ping")
+            return True
+        except PyMongoError as exc:
+            # With --auth, ping needs no user; anything that answers in the protocol is up.
+            return getattr(exc, "code", None) == 13
+        finally:
+            client.close()
+
+    def running(self) -> bool:
+        return self.pid() is not None and self.answers()
+
+    def start(self, timeout: float = 60) -> None:
+        if self.running():
+            return
+        if port_open("127.0.0.1", self.port):
+            raise ServiceError(f"port {self.port} is in use by another program",
+                               hint="point MONGO_URI at a free port, or MONGO_MANAGED=false to use that server")
+        if not self.binary.is_file():
+            raise ServiceError(f"the MongoDB server is not installed ({self.binary} is missing)",
+                               hint="run `make services-up`, which installs it into .venv-mongo")
+        self.data.mkdir(parents=True, exist_ok=True)
+        argv = [str(self.binary), "--host", "127.0.0.1", "--port", str(self.port),
+                "--storage-path", str(self.data), "--log-level", "WARNING"]
+        if self.auth:
+            argv.append("--auth")
+        if self.test_commands:
+            argv.append("--enable-test-commands")
+        with open(self.logfile, "ab") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, cwd=self.base)
+        self.pidfile.write_text(str(proc.pid))
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                tail = self.logfile.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+                raise ServiceError(f"the MongoDB server exited at start: {tail[0][:200]}",
+                                   hint=f"see {self.logfile}")
+            return self.answers()
+
+        try:
+            wait_until(up, timeout, f"the MongoDB server on {self.uri}")
+        except ServiceError:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            self.pidfile.unlink(missing_ok=True)
+            raise
+
+    def stop(self) -> None:
+        pid = self.pid()
+        if pid is None:
+            self.pidfile.unlink(missing_ok=True)
+            return
+        os.killpg(pid, signal.SIGTERM)
+        try:
+            wait_until(lambda: self.pid() is None, 30, "MongoDB server shutdown")
+        except ServiceError:
+            os.killpg(pid, signal.SIGKILL)
+        self.pidfile.unlink(missing_ok=True)
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
