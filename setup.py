@@ -1,10 +1,15 @@
-"""The one compiled part: the transform's fast path (scripts/etl/_pgbson.c). Everything else
-is declared in pyproject.toml.
+"""The compiled parts: the transform's fast path (scripts/etl/_pgbson.c) and the canonical
+BSON of the content checksums (scripts/etl/_bsoncanon.c). Everything else is declared in
+pyproject.toml.
 
-`optional`: without a C compiler the install still succeeds and every collection takes the
-transform's general path (slower; the manifest's `reader_note` says why)."""
+`optional`: without a C compiler the install still succeeds; every collection then takes the
+transform's general path (slower; the manifest's `reader_note` says why) and checksums use
+the pure-Python walk of etl.checksums (slower, same bytes)."""
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("etl._pgbson", ["scripts/etl/_pgbson.c"], optional=True,
-                             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers"])])
+FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers"]
+
+setup(ext_modules=[Extension("etl._pgbson", ["scripts/etl/_pgbson.c"], optional=True, extra_compile_args=FLAGS),
+                   Extension("etl._bsoncanon", ["scripts/etl/_bsoncanon.c"], optional=True,
+                             extra_compile_args=FLAGS)])

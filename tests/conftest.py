@@ -200,7 +200,7 @@ KNOWN_GAPS = {
                              "and the rollback check after every swap and set it again with collMod"),
     "decimal-bounds": ("SecantusDB", "0.7.0b3",
                        "$jsonSchema minimum/maximum are not applied to Decimal128 values (MongoDB applies them); "
-                       "the pipeline's own validation checks decimal bounds against the canonical schema"),
+                       "the pipeline's validation checks decimal bounds (x-bounds) itself"),
 }
 
 

@@ -78,8 +78,11 @@ def test_partial_unique_index_allows_many_nulls_and_still_refuses_duplicates(tar
 
     make_transformed(mdb.name, {"media_buys": docs + [{"_id": 11, "platform_id": 1, "external_id": "x-1"}]},
                      {"media_buys": [partial]})
-    with pytest.raises(LoadError, match=r"media_buys failed before any swap"):
+    with pytest.raises(LoadError) as duplicate:
         load(cfg, mdb.name)
+    line = duplicate.value.line()
+    assert line.startswith("media_buys: building its indexes failed: the server said: E11000 duplicate key")
+    assert "x-1" in line and line.endswith("(old collections untouched, staging dropped)")
     assert mdb.media_buys.count_documents({}) == 6
 
 

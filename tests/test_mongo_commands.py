@@ -94,19 +94,42 @@ def test_a_full_load_sends_documented_commands_and_swaps_last(target, commands):
     # Every collection is complete before the first swap.
     assert max(i for i, n in enumerate(names) if n == "insert") < names.index("renameCollection")
 
-    # Indexes are built on the staging collection before its first document arrives.
+    # Indexes are built on the staging collection once it holds all its documents.
     alpha_staging = next(ns for ns in staging if ns.startswith("alpha"))
     index_cmd = next(i for i, (_, n, c) in enumerate(sent) if n == "createIndexes" and c["createIndexes"] == alpha_staging)
-    first_insert = next(i for i, (_, n, c) in enumerate(sent) if n == "insert" and c["insert"] == alpha_staging)
-    assert index_cmd < first_insert
+    last_insert = max(i for i, (_, n, c) in enumerate(sent) if n == "insert" and c["insert"] == alpha_staging)
+    assert last_insert < index_cmd < names.index("renameCollection")
     [index] = sent[index_cmd][2]["indexes"]
     assert index["unique"] is True and dict(index["partialFilterExpression"]) == {"code": {"$type": "string"}}
-    # beta's staging collection is created with the validator of its metadata.
+    # beta's staging collection is created with the validator of its metadata (validationAction
+    # error by default: it refuses bad documents, so it is there before the first one).
     [create] = [c for _, n, c in sent if n == "create" and c["create"].startswith("beta__staging_")]
     assert create["validator"] == VALIDATOR
     # …and the live collection holds it after the swap, whatever the server does in a rename.
     options = {c["name"]: c["options"] for c in mdb.list_collections()}
     assert options["beta"]["validator"] == VALIDATOR
+
+
+def test_a_validator_that_only_warns_is_set_after_the_documents(target, commands, schemas):
+    cfg, mdb = target
+    from etl.mongo_schema import validator_for
+
+    # A canonical schema for the collection: the load applies its validator (moderate/warn
+    # outside strict mode) by collMod once the documents are in, then swaps.
+    make_transformed(mdb.name, {"platforms": [{"_id": 1, "code": "x", "name": "x", "channel": "video",
+                                               "fee_rate": None, "supports": [], "api_config": {},
+                                               "is_active": True}]})
+    commands.sent.clear()
+    load(cfg, mdb.name, backup=False)
+    sent = documented(commands)
+    names = [n for _, n, _ in sent]
+    [create] = [c for _, n, c in sent if n == "create"]
+    assert "validator" not in create
+    [mod] = [c for _, n, c in sent if n == "collMod" and c["collMod"].startswith("platforms__staging_")]
+    assert mod["validator"] == validator_for(schemas["platforms"]) and mod["validationAction"] == "warn"
+    assert names.index("insert") < names.index("collMod") < names.index("renameCollection")
+    options = next(c["options"] for c in mdb.list_collections() if c["name"] == "platforms")
+    assert options["validator"] == validator_for(schemas["platforms"])
 
 
 def test_the_count_checked_is_what_the_server_acknowledged(target):

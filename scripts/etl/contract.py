@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import click
+from bson import Binary, Decimal128, Int64, ObjectId
 
 from etl.cli import config_options
 from etl.config import Config, load_config, secrets_of
@@ -142,47 +143,136 @@ def to_json_doc(doc: Any, schema: dict[str, Any] | None = None) -> Any:
     money either way). Embedded documents and arrays are converted recursively, following the
     schema's properties and items. Anything else stays as it is.
     """
-    root = schema or {}
-    return _convert(doc, schema, root)
+    return JsonView(schema).convert(doc)
 
 
-def _convert(value: Any, schema: Any, root: dict[str, Any]) -> Any:
-    from bson import Binary, Decimal128, ObjectId
-    from bson.int64 import Int64
+class JsonView:
+    """to_json_doc for many documents of one schema: what each schema node says about its
+    properties, items, types and format is looked up once per node, not once per value."""
 
-    if isinstance(value, dict):
-        return {k: _convert(v, _sub(schema, root, k), root) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_convert(v, _sub(schema, root, i), root) for i, v in enumerate(value)]
-    if isinstance(value, bool) or value is None or isinstance(value, str):
+    def __init__(self, schema: dict[str, Any] | None):
+        self.schema = schema
+        self.root = schema or {}
+        self._subs: dict[tuple[int, str | int], Any] = {}
+        self._number: dict[int, tuple[bool, bool]] = {}
+        self._dates: dict[int, bool] = {}
+        self._keep: list[Any] = []  # nodes built here (a $ref merged) stay alive: ids stay unique
+        # Decimals outside their node's `x-bounds` (a decimal is a string in JSON, so JSON
+        # Schema cannot bound it): found while converting, one line each, for the last document.
+        self.out_of_bounds: list[str] = []
+
+    def convert(self, doc: Any) -> Any:
+        self.out_of_bounds = []
+        return self._convert(doc, self.schema)
+
+    def _check_bounds(self, number: Decimal, node: Any) -> None:
+        bounds = node.get("x-bounds") if isinstance(node, dict) else None
+        if not bounds or not number.is_finite():
+            return
+        for key, ok in (("minimum", lambda b: number >= b), ("maximum", lambda b: number <= b),
+                        ("exclusiveMinimum", lambda b: number > b), ("exclusiveMaximum", lambda b: number < b)):
+            if key in bounds and not isinstance(bounds[key], bool) and not ok(Decimal(str(bounds[key]))):
+                self.out_of_bounds.append(f"{number} is outside {key} {bounds[key]}")
+
+    def sub(self, node: Any, key: str | int) -> Any:
+        cache_key = (id(node), key)
+        try:
+            return self._subs[cache_key]
+        except KeyError:
+            found = self._subs[cache_key] = _sub(node, self.root, key)
+            self._keep.append(found)
+            return found
+
+    def _decimal_as(self, node: Any) -> tuple[bool, bool]:
+        """(as a number, as an integer when integral) for a decimal at `node`."""
+        key = id(node)
+        if key not in self._number:
+            types = _types_of(node, self.root)
+            number = types is not None and "string" not in types and bool(types & {"number", "integer"})
+            self._number[key] = (number, number and "integer" in types)
+        return self._number[key]
+
+    def _date_only(self, node: Any) -> bool:
+        key = id(node)
+        if key not in self._dates:
+            self._dates[key] = _format_of(node, self.root) == "date"
+        return self._dates[key]
+
+    def _convert(self, value: Any, node: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: self._convert(v, self.sub(node, k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._convert(v, self.sub(node, i)) for i, v in enumerate(value)]
+        if value is None or isinstance(value, (bool, str)):
+            return value
+        if isinstance(value, Int64):
+            return int(value)
+        if isinstance(value, ObjectId):
+            return str(value)
+        if isinstance(value, (Decimal128, Decimal)):
+            number = value.to_decimal() if isinstance(value, Decimal128) else value
+            self._check_bounds(number, node)
+            as_number, as_integer = self._decimal_as(node)
+            if as_number:
+                if as_integer and number.is_finite() and number == number.to_integral_value():
+                    return int(number)
+                return float(number)
+            return str(number)
+        if isinstance(value, dt.datetime):
+            return value.date().isoformat() if self._date_only(node) else _iso(value)
+        if isinstance(value, dt.date):
+            return value.isoformat()
+        if isinstance(value, uuid.UUID):
+            return str(value)
+        if isinstance(value, Binary):
+            if value.subtype == 4 and len(value) == 16:
+                return str(uuid.UUID(bytes=bytes(value)))
+            return base64.b64encode(bytes(value)).decode("ascii")
+        if isinstance(value, (bytes, bytearray)):
+            return base64.b64encode(bytes(value)).decode("ascii")
         return value
-    if isinstance(value, Int64):
-        return int(value)
-    if isinstance(value, ObjectId):
-        return str(value)
-    if isinstance(value, (Decimal128, Decimal)):
-        number = value.to_decimal() if isinstance(value, Decimal128) else value
-        types = _types_of(schema, root)
-        if types is not None and "string" not in types and types & {"number", "integer"}:
-            if number.is_finite() and number == number.to_integral_value() and "integer" in types:
-                return int(number)
-            return float(number)
-        return str(number)
-    if isinstance(value, dt.datetime):
-        if _format_of(schema, root) == "date":
-            return value.date().isoformat()
-        return _iso(value)
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, Binary):
-        if value.subtype == 4 and len(value) == 16:
-            return str(uuid.UUID(bytes=bytes(value)))
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, (bytes, bytearray)):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    return value
+
+
+class SchemaCheck:
+    """A canonical schema checked on BSON documents in their JSON form.
+
+    fastjsonschema's compiled check decides whether a document passes (the canonical dialect
+    uses only keywords that mean the same in draft 7, and the formats are jsonschema's own
+    checkers); jsonschema (draft 2020-12) explains the documents that fail. Decimal bounds
+    (`x-bounds`) are checked by the conversion itself."""
+
+    def __init__(self, schema: dict[str, Any]):
+        import fastjsonschema
+        from jsonschema import validators
+
+        self.schema = schema
+        self.view = JsonView(schema)
+        cls = validators.validator_for(schema)
+        self.explainer = cls(schema, format_checker=cls.FORMAT_CHECKER)
+        checker = cls.FORMAT_CHECKER
+        formats = {name: (lambda name: lambda value: checker.conforms(value, name))(name)
+                   for name in checker.checkers}
+        formats["decimal"] = lambda value: True  # the pattern beside it checks the syntax
+        draft7 = {k: v for k, v in schema.items() if k not in ("$schema", "$id")}
+        draft7["$schema"] = "http://json-schema.org/draft-07/schema#"
+        self._passes = fastjsonschema.compile(draft7, formats=formats)
+        self._failure = fastjsonschema.JsonSchemaException
+
+    def problem(self, doc: Any) -> str | None:
+        """The first thing wrong with `doc` as `path: message`, or None."""
+        converted = self.view.convert(doc)
+        if self.view.out_of_bounds:
+            return f"(decimal): {self.view.out_of_bounds[0]}"
+        try:
+            self._passes(converted)
+            return None
+        except self._failure as exc:
+            fast = str(exc)
+        error = next(iter(self.explainer.iter_errors(converted)), None)
+        if error is None:
+            return f"(document): {fast[:200]}"
+        where = "/".join(str(p) for p in error.absolute_path) or "(document)"
+        return f"{where}: {error.message[:200]}"
 
 
 # ---------------------------------------------------------------- checks
@@ -354,8 +444,8 @@ class Target:
                 raw = list(coll.find())
             else:
                 raw = list(coll.aggregate([{"$sample": {"size": self.sample_size}}]))
-            schema = self.schema
-            self._sample = [to_json_doc(doc, schema) for doc in raw]
+            view = JsonView(self.schema)
+            self._sample = [view.convert(doc) for doc in raw]
         return self._sample
 
     def validator(self) -> dict[str, Any] | None:

@@ -31,6 +31,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import InsertOne, ReplaceOne
 from pymongo.errors import PyMongoError
 
+from etl.checksums import id_key
 from etl.bsondump import CODEC, RAW_CODEC, index_specs, iter_batches, read_manifest, read_metadata, verify
 from etl.cli import config_options
 from etl.config import Config
@@ -58,6 +59,9 @@ class LoadResult:
     revalidated: list[str] = field(default_factory=list)
     migrations: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    # Where a full load's time went: documents into staging, indexes and validators built
+    # there, the swaps.
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 def insert_batch(coll, docs: list) -> int:
@@ -67,22 +71,54 @@ def insert_batch(coll, docs: list) -> int:
     return coll.bulk_write([InsertOne(doc) for doc in docs], ordered=True).inserted_count
 
 
-def _create_staging(mdb, name: str, staging: str, meta: dict[str, Any], schema: dict[str, Any] | None,
-                    cfg: Config) -> dict[str, Any]:
-    """The staging collection with the validator of the canonical schema (or, without one, the
-    options the transform wrote into the metadata). A refusal is the load's error. Returns
-    the options it was created with."""
+def _staging_options(meta: dict[str, Any], schema: dict[str, Any] | None, cfg: Config) -> dict[str, Any]:
+    """The collection options a staging collection gets: the validator of the canonical schema
+    (or, without one, the options the transform wrote into the metadata)."""
     if schema is not None:
-        from etl.mongo_schema import apply_validator, validation_options, validator_for
+        from etl.mongo_schema import validation_options, validator_for
 
-        apply_validator(mdb, staging, schema, strict=cfg["ETL_SCHEMA_STRICT_MODE"])
         return {"validator": validator_for(schema), **validation_options(cfg["ETL_SCHEMA_STRICT_MODE"])}
-    options = {k: v for k, v in (meta.get("options") or {}).items() if k not in ("uuid",)}
+    return {k: v for k, v in (meta.get("options") or {}).items() if k not in ("uuid",)}
+
+
+def _enforced(options: dict[str, Any]) -> bool:
+    """Does the validator refuse documents (validationAction error, MongoDB's default)?"""
+    return "validator" in options and options.get("validationAction", "error") == "error"
+
+
+def _create_staging(mdb, name: str, staging: str, options: dict[str, Any]) -> None:
+    """The staging collection. A validator that refuses documents is there before the first
+    one arrives, so a bad document stops the load at its batch; one that only warns is set
+    after the documents (see _finish_staging): checking each insert against it would cost
+    the server the same work and tell nobody anything."""
+    from etl.mongo_schema import VALIDATION_OPTIONS
+
+    if not _enforced(options):
+        options = {k: v for k, v in options.items() if k not in VALIDATION_OPTIONS}
     try:
         mdb.create_collection(staging, **options)
     except PyMongoError as exc:
         raise LoadError(f"{name}: creating its staging collection failed: {describe(exc)}") from None
-    return options
+
+
+def _finish_staging(mdb, name: str, staging: str, options: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Indexes, then the validator that only warns, on a staging collection that holds all
+    its documents. One index build per index costs less than keeping each index up to date
+    through every insert, on MongoDB as on the managed server; a duplicate key fails the
+    build with the key in the server's message, and the load stops before any swap."""
+    from etl.mongo_schema import VALIDATION_OPTIONS
+
+    coll = mdb[staging]
+    try:
+        _create_indexes(coll, meta)
+    except PyMongoError as exc:
+        raise LoadError(f"{name}: building its indexes failed: {describe(exc)}") from None
+    validation = {k: v for k, v in options.items() if k in VALIDATION_OPTIONS}
+    if validation and not _enforced(options):
+        try:
+            mdb.command({"collMod": staging, **validation})
+        except PyMongoError as exc:
+            raise LoadError(f"{name}: collMod with its validator failed: {describe(exc)}") from None
 
 
 def _create_indexes(coll, meta: dict[str, Any]) -> None:
@@ -178,8 +214,6 @@ def _carry_archived(live, batch: list, keep: list[tuple[str, str]]) -> tuple[lis
     under the archived name once the decision's migration ran, or still under the field's own
     name when it has not (a full load does not run migrations); either way they land under the
     archived name. Returns the batch and how many documents got some."""
-    from etl.validate import id_key
-
     ids = [d["_id"] for d in batch if "_id" in d]
     if not ids or not keep:
         return batch, 0
@@ -231,14 +265,13 @@ def _load_full(cfg: Config, mdb, folder: Path, names: list[str], entries: dict[s
         for n in names:
             current = n
             meta = read_metadata(folder / f"{n}.metadata.json")
-            created[n] = _create_staging(mdb, n, staging[n], meta, schemas.get(n), cfg)
+            created[n] = _staging_options(meta, schemas.get(n), cfg)
+            _create_staging(mdb, n, staging[n], created[n])
             coll = mdb[staging[n]]
             want = int(entries[n]["count"])
-            # Indexes first: a unique or partial index then judges each document as it arrives,
-            # the same on every server, and a duplicate names itself at insert time.
-            _create_indexes(coll, meta)
             keep = (archived or {}).get(n) or []
             carried = have = 0
+            started = time.perf_counter()
             with Progress(f"load {mdb.name}.{n}", total=want, unit="docs") as bar:
                 for batch in iter_batches(folder / f"{n}.bson", batch_size):
                     if keep:
@@ -246,12 +279,16 @@ def _load_full(cfg: Config, mdb, folder: Path, names: list[str], entries: dict[s
                         carried += k
                     have += insert_batch(coll, batch)
                     bar.advance(len(batch))
+            _phase(result, "insert", started)
             if keep:
                 result.notes.append(f"{n}: archived fields ({', '.join(a for _, a in keep)}) carried over on "
                                     f"{carried} documents")
             # What the server acknowledged, summed over the batches.
             if have != want:
                 raise LoadError(f"{n}: the server acknowledged {have} documents into staging, the manifest says {want}")
+            started = time.perf_counter()
+            _finish_staging(mdb, n, staging[n], created[n], meta)
+            _phase(result, "indexes", started)
             result.counts[n] = have
     except BaseException as exc:
         _drop_all(mdb, staging.values())
@@ -267,6 +304,7 @@ def _load_full(cfg: Config, mdb, folder: Path, names: list[str], entries: dict[s
     from etl.mongo_schema import keep_options
 
     swapped: list[str] = []
+    started = time.perf_counter()
     for n in names:
         try:
             mdb[staging[n]].rename(n, dropTarget=True)
@@ -279,6 +317,11 @@ def _load_full(cfg: Config, mdb, folder: Path, names: list[str], entries: dict[s
             raise LoadError(f"renameCollection {staging[n]} -> {n} with dropTarget failed: "
                             f"{describe(exc)}{done}") from None
         echo(f"{n}: {result.counts[n]} documents swapped in")
+    _phase(result, "swap", started)
+
+
+def _phase(result: LoadResult, name: str, started: float) -> None:
+    result.phases[name] = round(result.phases.get(name, 0.0) + time.perf_counter() - started, 3)
 
 
 def _drop_all(mdb, names) -> None:
@@ -292,8 +335,6 @@ def _drop_all(mdb, names) -> None:
 def _load_incremental(mdb, folder: Path, name: str, entry: dict[str, Any], batch_size: int, prune: bool,
                       result: LoadResult, echo: Callable[[str], None],
                       keep: list[tuple[str, str]] | None = None) -> None:
-    from etl.validate import id_key
-
     meta = read_metadata(folder / f"{name}.metadata.json")
     coll = mdb[name]
     seen: set[bytes] = set()  # id_key of every _id the export holds
@@ -374,6 +415,7 @@ def load_cmd(cfg: Config, db: str | None, source: str | None, mode: str, prune: 
         stage.counts["documents"] = total
         if result.backup_version:
             stage.info["backup_version"] = result.backup_version
+    phases = ", ".join(f"{name} {secs:.1f}s" for name, secs in result.phases.items())
     click.echo(f"loaded {total} documents into {len(result.counts)} collections of {target} ({mode}) in "
-               f"{result.seconds:.1f}s" + (f"; backup {result.backup_version}" if result.backup_version else "")
+               f"{result.seconds:.1f}s" + (f" ({phases})" if phases else "") + (f"; backup {result.backup_version}" if result.backup_version else "")
                + (f"; dropped {', '.join(result.dropped)}" if result.dropped else ""))

@@ -69,7 +69,10 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, OperationFailure):
         msg = details.get("errmsg") if isinstance(details, dict) else None
         # pymongo appends ", full error: {…}" to the text; errmsg says it without the dump.
-        msg = (msg or str(exc).split(", full error:", 1)[0] or type(exc).__name__).splitlines()[0][:240]
+        msg = (msg or str(exc).split(", full error:", 1)[0] or type(exc).__name__).splitlines()[0]
+        # An index build wraps the duplicate in its own preamble; the key is what tells.
+        msg = msg[msg.index("E11000"):] if "E11000" in msg else msg
+        msg = msg[:400]
         code_name = details.get("codeName") if isinstance(details, dict) else None
         return f"the server said: {msg}" + (f" ({code_name})" if code_name and code_name not in msg else "")
     text = (str(exc).splitlines() or [""])[0]

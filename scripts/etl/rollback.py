@@ -37,8 +37,9 @@ from etl.mongo import check_db_name, connect, describe
 from etl.mongo_schema import keep_options
 from etl.paths import paths
 from etl.progress import Progress
-from etl.validate import (combine, doc_digest, iter_bson, manifest_collections,
-                          read_docs, read_metadata)
+from etl.bsondump import RAW_CODEC, iter_batches, read_metadata
+from etl.checksums import combine, doc_digest
+from etl.validate import manifest_collections
 
 log = logging.getLogger("etl.rollback")
 
@@ -173,18 +174,11 @@ def restore_collection(mdb, name: str, folder: Path, batch_size: int) -> dict:
     target = mdb[staging]
     digests: list[bytes] = []
     bson_path = folder / f"{name}.bson"
-    batch: list[dict] = []
     with Progress(f"restore {name}", unit="docs") as bar:
-        for doc in iter_bson(bson_path) if bson_path.is_file() else ():
-            digests.append(doc_digest(doc))
-            batch.append(doc)
-            if len(batch) >= batch_size:
-                # The documents coexisted with this validator when backed up; bypassing it
-                # restores exactly what was there, including documents older than the validator.
-                target.insert_many(batch, ordered=True, bypass_document_validation=True)
-                bar.advance(len(batch))
-                batch = []
-        if batch:
+        for batch in iter_batches(bson_path, batch_size) if bson_path.is_file() else ():
+            digests.extend(doc_digest(doc) for doc in batch)
+            # The documents coexisted with this validator when backed up; bypassing it
+            # restores exactly what was there, including documents older than the validator.
             target.insert_many(batch, ordered=True, bypass_document_validation=True)
             bar.advance(len(batch))
     for spec in _index_specs(metadata):
@@ -198,7 +192,7 @@ def restore_collection(mdb, name: str, folder: Path, batch_size: int) -> dict:
 
 def _verify_restored(mdb, name: str, expected: dict) -> None:
     coll = mdb[name]
-    digests = [doc_digest(d) for d in read_docs(coll)]
+    digests = [doc_digest(d) for d in coll.with_options(codec_options=RAW_CODEC).find()]
     if len(digests) != expected["count"] or combine(digests) != expected["sha256"]:
         raise BackupError(f"{name}: restored {len(digests)} documents that do not match the backup's "
                           f"{expected['count']} (checksum differs)")

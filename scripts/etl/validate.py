@@ -14,21 +14,18 @@ to fields) points at an existing `_id`. The report goes to `reports/validation-<
 and `.md`; a failure raises ValidationFailed (exit 4) and, with ETL_ROLLBACK_ON_INVALID,
 restores the backup taken before the load.
 
-The content checksum of a collection is the sha256 of the sorted per-document digests, each
-digest the sha256 of the document's BSON with keys sorted at every level. Sorting the
-digests makes it independent of the order documents come back in; sorting keys makes it
-independent of the field order a server may change (it moves `_id` first), while BSON keeps
-types apart (an int32 5, an int64 5 and a double 5.0 hash differently). The same function
-checksums the transformed files, a backup and a collection, so the three can be compared.
+The content checksum (etl.checksums) is computed from the raw BSON of every document, in
+the file and as the server returns it, without decoding either; only the documents the
+schema and reference checks need are decoded.
 """
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import json
 import logging
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,10 +33,10 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import bson
 import click
-from bson.son import SON
 from pymongo.errors import PyMongoError
 
 from etl import bsondump
+from etl.checksums import Digest, combine, content_digest, doc_digest, id_key, raw_id_key, show_id
 from etl.cli import config_options
 from etl.config import Config
 from etl.errors import DatabaseError, ValidationError, ValidationFailed
@@ -146,91 +143,32 @@ def read_manifest(folder: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Content checksums
-
-
-def _canon(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return SON((k, _canon(value[k])) for k in sorted(value))
-    if isinstance(value, (list, tuple)):
-        return [_canon(v) for v in value]
-    return value
-
-
-def doc_digest(doc: Mapping) -> bytes:
-    """sha256 of the document's BSON with keys sorted at every level."""
-    return hashlib.sha256(bson.encode(_canon(doc), codec_options=CODEC)).digest()
-
-
-def id_key(value: Any) -> bytes:
-    """A hashable, type-exact key for an `_id` value."""
-    return bson.encode({"_id": _canon(value)}, codec_options=CODEC)
-
-
-def show_id(key: bytes) -> str:
-    from bson import json_util
-
-    return json_util.dumps(bson.decode(key, codec_options=CODEC)["_id"])
-
-
-def combine(digests: Iterable[bytes]) -> str:
-    return hashlib.sha256(b"".join(sorted(digests))).hexdigest()
-
-
-@dataclass
-class Digest:
-    count: int
-    sha256: str
-
-
-def content_digest(docs: Iterable[Mapping]) -> Digest:
-    """Count and order-independent checksum of documents (see the module docstring)."""
-    digests = [doc_digest(d) for d in docs]
-    return Digest(len(digests), combine(digests))
+# Content checksums (etl.checksums)
 
 
 def collection_digest(coll) -> Digest:
-    return content_digest(read_docs(coll))
+    return content_digest(coll.with_options(codec_options=bsondump.RAW_CODEC).find())
 
 
 # ---------------------------------------------------------------------------------------------
 # Canonical JSON Schema checks
 
 
-def to_json_doc(doc: Mapping, schema: dict | None = None) -> Any:
-    """The JSON form the canonical schemas describe (docs/mapping-and-rules.md): etl.contract's
-    when present, else MongoDB relaxed extended JSON."""
-    try:
-        from etl.contract import to_json_doc as contract_to_json
-    except ImportError:
-        from bson import json_util
-
-        return json.loads(json_util.dumps(doc, json_options=json_util.RELAXED_JSON_OPTIONS))
-    return contract_to_json(doc, schema)
-
-
 def schema_validator(path: Path):
-    """A jsonschema validator for a canonical schema file, or None when there is none."""
+    """The check of a canonical schema file (etl.contract.SchemaCheck), or None without one."""
     from jsonschema import validators
     from jsonschema.exceptions import SchemaError
+
+    from etl.contract import SchemaCheck
 
     if not path.is_file():
         return None
     schema = read_json(path)
-    cls = validators.validator_for(schema)
     try:
-        cls.check_schema(schema)
+        validators.validator_for(schema).check_schema(schema)
     except SchemaError as exc:
         raise ValidationError(f"{path.name} is not a valid JSON Schema: {exc.message}") from None
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
-
-
-def _schema_error(validator, doc: Mapping) -> str | None:
-    error = next(iter(validator.iter_errors(to_json_doc(doc, validator.schema))), None)
-    if error is None:
-        return None
-    where = "/".join(str(p) for p in error.absolute_path) or "(document)"
-    return f"{where}: {error.message[:200]}"
+    return SchemaCheck(schema)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,9 +351,11 @@ class _Sample:
 def check_collection(db, name: str, folder: Path, entry: ManifestEntry, sample: int,
                      schema_dir: Path, source_rows: int | None = None,
                      seen: Seen | None = None, ref_fields: Sequence[str] = (),
-                     archived: Sequence[str] = ()) -> dict:
+                     archived: Sequence[str] = (), keep_ids: bool = True,
+                     validator_check: Future | None = None) -> dict:
     """Count, content, schema and validator checks of one collection against its files.
-    With `seen`, the same pass keeps the `_id`s and `ref_fields` values for check_reference.
+    With `seen`, the same pass keeps the `ref_fields` values and, with `keep_ids` (other
+    collections reference this one), the `_id`s for check_reference.
     `archived` fields exist only in MongoDB (etl.mapping.archived_fields): the content check
     leaves them out, the schema check sees them."""
     bson_path = folder / f"{name}.bson"
@@ -424,12 +364,13 @@ def check_collection(db, name: str, folder: Path, entry: ManifestEntry, sample: 
     # them one on insert, so they are matched by their content without the _id.
     keyless: Counter[bytes] = Counter()
     in_file = 0
-    for doc in iter_bson(bson_path) if bson_path.is_file() else ():
+    for raw in bsondump.iter_raw(bson_path) if bson_path.is_file() else ():
         in_file += 1
-        if "_id" in doc:
-            expected[id_key(doc["_id"])] = doc_digest(doc)
+        key = raw_id_key(raw)
+        if key is not None:
+            expected[key] = doc_digest(raw)
         else:
-            keyless[doc_digest(doc)] += 1
+            keyless[doc_digest(raw)] += 1
     expected_sha = combine([*expected.values(), *keyless.elements()])
     expected_count = entry.count if entry.count is not None else in_file
 
@@ -438,10 +379,11 @@ def check_collection(db, name: str, folder: Path, entry: ManifestEntry, sample: 
     schema_checked = schema_invalid = 0
     schema_examples: list[str] = []
 
-    def schema_check(doc: dict) -> None:
+    def schema_check(raw) -> None:
         nonlocal schema_checked, schema_invalid
+        doc = bson.decode(raw.raw, codec_options=CODEC)
         schema_checked += 1
-        problem = _schema_error(validator, doc)
+        problem = validator.problem(doc)
         if problem:
             schema_invalid += 1
             if len(schema_examples) < EXAMPLES:
@@ -451,22 +393,26 @@ def check_collection(db, name: str, folder: Path, entry: ManifestEntry, sample: 
     pending = dict(expected)
     extra: list[bytes] = []
     modified: list[bytes] = []
+    without_id = ("_id", *archived)
     with Progress(f"validate {name}", total=expected_count or None, unit="docs") as bar:
-        for doc in read_docs(db[name]):
-            digest = doc_digest({k: v for k, v in doc.items() if k not in archived} if archived else doc)
-            key = id_key(doc.get("_id"))
+        # Raw documents: the checksum reads their bytes; a value is decoded only when a
+        # reference check asks for it, a document only when the schema sample takes it.
+        for doc in db[name].with_options(codec_options=bsondump.RAW_CODEC).find():
+            digest = doc_digest(doc, archived)
+            key = raw_id_key(doc)
             want = pending.pop(key, None)
             if want is not None:
                 if want != digest:
                     modified.append(key)
-            elif keyless and keyless[anonymous := doc_digest(_without_id(doc))] > 0:
+            elif keyless and keyless[anonymous := doc_digest(doc, without_id)] > 0:
                 keyless[anonymous] -= 1
                 digest = anonymous
             else:
                 extra.append(key)
             actual.append(digest)
             if seen is not None:
-                seen.ids.add(_ref_key(doc.get("_id")))
+                if keep_ids:
+                    seen.ids.add(_ref_key(doc.get("_id")))
                 for ref_field in ref_fields:
                     value = _field_value(doc, ref_field)
                     if value is not None:
@@ -505,7 +451,8 @@ def check_collection(db, name: str, folder: Path, entry: ManifestEntry, sample: 
                    {"status": "ok" if schema_invalid == 0 else "failed", "ok": schema_invalid == 0,
                     "checked": schema_checked, "invalid": schema_invalid,
                     "sampled": bool(picker), "examples": schema_examples}),
-        "validator": check_validator(db, name, (metadata.get("options") or {}).get("validator")),
+        "validator": (validator_check.result() if validator_check is not None else
+                      check_validator(db, name, (metadata.get("options") or {}).get("validator"))),
     }
     if entry.rows is not None and entry.rows - entry.skipped != expected_count:
         result["count"]["ok"] = False
@@ -589,11 +536,20 @@ def validate(cfg: Config, db: str | None = None, *, sample: int | None = None,
         references = [ref for ref in references if ref.collection in entries and ref.target in entries]
         # One read of each collection serves every check, references included.
         seen = {name: Seen() for name in entries}
-        collections = {name: check_collection(mdb, name, folder, entry, sample, schema_dir,
-                                              sources.get(name), seen[name],
-                                              sorted({r.field for r in references if r.collection == name}),
-                                              [a for _, a in archived_fields(name)])
-                       for name, entry in sorted(entries.items())}
+        targets = {r.target for r in references}
+        # The validator check is a query the server answers on its own ($nor over every
+        # document): it runs beside the pass that reads the documents, not after it.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            validator_checks = {
+                name: pool.submit(check_validator, mdb, name,
+                                  (read_metadata(folder / f"{name}.metadata.json").get("options") or {}).get("validator"))
+                for name in sorted(entries)}
+            collections = {name: check_collection(mdb, name, folder, entry, sample, schema_dir,
+                                                  sources.get(name), seen[name],
+                                                  sorted({r.field for r in references if r.collection == name}),
+                                                  [a for _, a in archived_fields(name)], keep_ids=name in targets,
+                                                  validator_check=validator_checks[name])
+                           for name, entry in sorted(entries.items())}
         refs = [check_reference(ref, seen[ref.collection], seen[ref.target]) for ref in references]
     except PyMongoError as exc:  # the server went away or refused a read
         raise DatabaseError(f"reading {db} failed: {type(exc).__name__}: {str(exc)[:200]}") from None
