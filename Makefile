@@ -194,7 +194,8 @@ bench: $(BOOT) mongo-deps ## Benchmarks; results in bench/*.json, summarised in 
 $(BOOT): pyproject.toml setup.py scripts/etl/_pgbson.c scripts/etl/_bsoncanon.c
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing Python dependencies into $(VENV) …"
-	@$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+	@$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 \
+	    | { grep -v "^WARNING: Location .* is ignored" || true; }
 	@touch $@
 
 node-deps: node_modules/.installed
