@@ -145,7 +145,7 @@ def test_unreachable_endpoint(env, monkeypatch):
 
 
 def test_no_credentials(env, monkeypatch, tmp_path):
-    # A non-local endpoint gets no stand-in credentials; nothing on this machine provides any.
+    # A non-local endpoint gets no test credentials; nothing on this machine provides any.
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))

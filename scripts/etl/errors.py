@@ -30,7 +30,7 @@ class ConfigError(EtlError):
 
 
 class ServiceError(EtlError):
-    """A local service (PostgreSQL cluster, S3 server, MongoDB stand-in) could not be managed."""
+    """A local service (PostgreSQL cluster, S3 server, MongoDB server) could not be managed."""
 
 
 class SourceError(EtlError):
