@@ -1,5 +1,5 @@
-"""The compiled parts: the transform's fast path (scripts/etl/_pgbson.c) and the canonical
-BSON of the content checksums (scripts/etl/_bsoncanon.c). Everything else is declared in
+"""The compiled parts: the transform's fast path (scripts/etl/stages/_pgbson.c) and the canonical
+BSON of the content checksums (scripts/etl/model/_bsoncanon.c). Everything else is declared in
 pyproject.toml.
 
 `optional`: without a C compiler the install still succeeds; every collection then takes the
@@ -10,6 +10,6 @@ from setuptools import Extension, setup
 
 FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers"]
 
-setup(ext_modules=[Extension("etl._pgbson", ["scripts/etl/_pgbson.c"], optional=True, extra_compile_args=FLAGS),
-                   Extension("etl._bsoncanon", ["scripts/etl/_bsoncanon.c"], optional=True,
+setup(ext_modules=[Extension("etl.stages._pgbson", ["scripts/etl/stages/_pgbson.c"], optional=True, extra_compile_args=FLAGS),
+                   Extension("etl.model._bsoncanon", ["scripts/etl/model/_bsoncanon.c"], optional=True,
                              extra_compile_args=FLAGS)])

@@ -59,7 +59,7 @@ def main() -> None:
 
     import psycopg
 
-    from etl.services import MongoServer, PgCluster, free_port
+    from etl.adapters.services import MongoServer, PgCluster, free_port
 
     scratch = Path(tempfile.mkdtemp(prefix="etl-bench-mongo-"))
     scratch.chmod(0o755)
@@ -97,7 +97,7 @@ def main() -> None:
 
 
 def server_description(uri: str) -> str:
-    from etl.mongo import connect
+    from etl.adapters.mongodb import connect
 
     client = connect(uri)
     try:
@@ -111,19 +111,19 @@ def server_description(uri: str) -> str:
 def measure(cluster, args) -> dict:
     import psycopg
 
-    from etl import sample
-    from etl.bsondump import CODEC, iter_batches
-    from etl.canonical import write_canonical
-    from etl.config import load_config
-    from etl.bsondump import index_specs, read_metadata
-    from etl.load import load
-    from etl.mapping import build_mapping
-    from etl.mongo import connect
-    from etl.paths import paths
-    from etl.rules import load_rules
-    from etl.snapshot import take_snapshot
-    from etl.transform import transform
-    from etl.validate import validate
+    from etl.stages import sample
+    from etl.formats.dumpdir import CODEC, iter_batches
+    from etl.stages.canonical import write_canonical
+    from etl.core.config import load_config
+    from etl.formats.dumpdir import index_specs, read_metadata
+    from etl.stages.load import load
+    from etl.model.mapping import build_mapping
+    from etl.adapters.mongodb import connect
+    from etl.core.paths import paths
+    from etl.model.rules import load_rules
+    from etl.stages.snapshot import take_snapshot
+    from etl.stages.transform import transform
+    from etl.stages.validate import validate
 
     cfg = load_config()
     log(f"building the sample ({args.metrics_rows} daily metrics)")
@@ -167,7 +167,7 @@ def measure(cluster, args) -> dict:
             scans.append(time.perf_counter() - start)
             assert scanned == documents
 
-            from etl.validate import check_validator
+            from etl.stages.validate import check_validator
 
             nors.append(timed(lambda: [check_validator(client["bench-load"], n, None) for n in names])[0])
 

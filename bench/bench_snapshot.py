@@ -23,9 +23,9 @@ from pathlib import Path
 
 import psycopg
 
-from etl.diff import detect_changes
-from etl.services import PgCluster, free_port
-from etl.snapshot import take_snapshot
+from etl.model.diff import detect_changes
+from etl.adapters.services import PgCluster, free_port
+from etl.stages.snapshot import take_snapshot
 
 RESULTS = Path(__file__).with_name("snapshot-results.json")
 TYPES = ["integer", "bigint", "text", "character varying(80)", "numeric(12,2)", "boolean", "date",

@@ -137,8 +137,8 @@ def etl_transform(env: dict[str, str], *args: str) -> float:
 
 RSS_CHILD = r"""
 import json, resource, sys, time
-from etl.config import load_config
-from etl.transform import transform, load_mapping
+from etl.core.config import load_config
+from etl.stages.transform import transform, load_mapping
 cfg = load_config()
 start = time.perf_counter()
 result = transform(cfg, collections=[sys.argv[1]], force=True, workers=int(sys.argv[2]))
@@ -164,7 +164,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = ap.parse_args()
 
-    from etl.services import PgCluster, free_port
+    from etl.adapters.services import PgCluster, free_port
 
     scratch = Path(tempfile.mkdtemp(prefix="etl-bench-"))
     scratch.chmod(0o755)
@@ -202,10 +202,10 @@ def main() -> None:
         os.environ.update({k: env[k] for k in ("ETL_ROOT", "LOCAL_PG_HOST", "LOCAL_PG_PORT", "LOCAL_PG_USER",
                                                 "LOCAL_PG_PASSWORD", "LOCAL_PG_DB", "LOCAL_PG_MANAGED",
                                                 "MONGO_DB_NAME", "ETL_TRANSFORM_WORKERS")})
-        from etl.config import load_config
-        from etl.mapping import build_mapping, write_mapping
-        from etl.snapshot import take_snapshot
-        from etl.transform import transform
+        from etl.core.config import load_config
+        from etl.model.mapping import build_mapping, write_mapping
+        from etl.stages.snapshot import take_snapshot
+        from etl.stages.transform import transform
 
         cfg = load_config()
         mapping = build_mapping(take_snapshot(conninfo))
@@ -295,8 +295,8 @@ def measure_make_noop(results: dict) -> None:
     above stays as `noop_transform_seconds`."""
     import subprocess
 
-    from etl.config import load_config
-    from etl.paths import SOURCE_ROOT
+    from etl.core.config import load_config
+    from etl.core.paths import SOURCE_ROOT
 
     results["noop_transform_seconds"] = results.get("noop_seconds")
     root = Path(ORIGINAL_ENV.get("ETL_ROOT") or SOURCE_ROOT)

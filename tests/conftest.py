@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from pymongo import monitoring
 
-from etl.services import MongoServer, MotoServer, PgCluster, free_port
+from etl.adapters.services import MongoServer, MotoServer, PgCluster, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CHINOOK_SQL = REPO / "tests" / "data" / "chinook" / "Chinook_PostgreSql.sql"
@@ -67,18 +67,18 @@ class Pg:
 @pytest.fixture(scope="module")
 def sample_snapshot(pg):
     """A snapshot of the sample media_tool schema (no data), built once per test module."""
-    from etl.snapshot import take_snapshot
+    from etl.stages.snapshot import take_snapshot
 
-    db = pg.create_db(sql=(REPO / "scripts" / "etl" / "sql" / "sample_schema.sql").read_text(encoding="utf-8"))
+    db = pg.create_db(sql=(REPO / "scripts" / "etl" / "stages" / "sql" / "sample_schema.sql").read_text(encoding="utf-8"))
     return take_snapshot(pg.dsn(db))
 
 
 @pytest.fixture(scope="module")
 def schemas(sample_snapshot):
     """The sample's canonical schemas under the tracked rules."""
-    from etl.canonical import canonical_schemas
-    from etl.mapping import build_mapping
-    from etl.rules import load_rules
+    from etl.stages.canonical import canonical_schemas
+    from etl.model.mapping import build_mapping
+    from etl.model.rules import load_rules
 
     return canonical_schemas(build_mapping(sample_snapshot, load_rules(REPO / "schemas" / "rules.yaml")))
 
@@ -251,7 +251,7 @@ def fail_command(client, *commands: str, code: int | None = None, close_connecti
 @pytest.fixture
 def mongo_db(mongo_base_uri):
     """(uri, database name) unique to the test; the database is dropped afterwards."""
-    from etl.mongo import connect
+    from etl.adapters.mongodb import connect
 
     name = f"etltest-{uuid.uuid4().hex[:8]}"
     yield mongo_base_uri, name
@@ -298,7 +298,7 @@ def write_dump_folder(folder: Path, collections: dict, *, indexes: dict | None =
     import bson
     from bson import json_util
 
-    from etl.fsutil import sha256_file
+    from etl.core.fsutil import sha256_file
 
     folder.mkdir(parents=True, exist_ok=True)
     entries = {}

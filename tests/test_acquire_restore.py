@@ -12,9 +12,9 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from etl.acquire import latest_s3_key
+from etl.stages.acquire import latest_s3_key
 from etl.cli import cli
-from etl.services import pg_tool
+from etl.adapters.services import pg_tool
 
 SMALL_SCHEMA = """
 CREATE TABLE advertisers (id bigint PRIMARY KEY, name text NOT NULL);
@@ -174,7 +174,7 @@ def test_s3_failures_are_one_clear_line(project, s3_env, monkeypatch, case, expe
     elif case == "missing-bucket":
         monkeypatch.setenv("S3_BUCKET", "no-such-bucket-here")
     else:
-        from etl.services import free_port
+        from etl.adapters.services import free_port
 
         monkeypatch.setenv("S3_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     result = run("acquire", "--source", "s3")
@@ -186,7 +186,7 @@ def test_s3_failures_are_one_clear_line(project, s3_env, monkeypatch, case, expe
 def test_unreachable_postgres_and_missing_binary(project, pg, tmp_path, monkeypatch):
     good = make_dump(pg, tmp_path, 2, "good.dump")
     assert run("acquire", "--source", "file", str(good)).exit_code == 0
-    from etl.services import free_port
+    from etl.adapters.services import free_port
 
     monkeypatch.setenv("LOCAL_PG_PORT", str(free_port()))
     result = run("restore")

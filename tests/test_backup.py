@@ -10,14 +10,14 @@ import pytest
 from bson.decimal128 import Decimal128
 from click.testing import CliRunner
 
-from etl.backup import read_backup, take_backup, versions
-from etl.bsondump import iter_docs, read_metadata
+from etl.stages.backup import read_backup, take_backup, versions
+from etl.formats.dumpdir import iter_docs, read_metadata
 from etl.cli import cli
-from etl.config import load_config
-from etl.errors import BackupError
-from etl.fsutil import sha256_file
-from etl.mongo import connect
-from etl.paths import paths
+from etl.core.config import load_config
+from etl.core.errors import BackupError
+from etl.core.fsutil import sha256_file
+from etl.adapters.mongodb import connect
+from etl.core.paths import paths
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from bson.son import SON
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etl import checksums
-from etl.bsondump import CODEC
+from etl.model import checksums
+from etl.formats.dumpdir import CODEC
 
 
 def definition(value: Any) -> Any:

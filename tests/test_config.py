@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from etl.cli import cli
-from etl.config import load_config, secrets_of
-from etl.errors import ConfigError
+from etl.core.config import load_config, secrets_of
+from etl.core.errors import ConfigError
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def test_connection_strings_read_and_write_as_libpq_does(params):
     from psycopg.conninfo import conninfo_to_dict
     from psycopg.conninfo import make_conninfo as psycopg_make
 
-    from etl.config import conninfo_params, make_conninfo
+    from etl.core.config import conninfo_params, make_conninfo
 
     ours = make_conninfo(params)
     assert conninfo_to_dict(ours) == params  # psycopg (libpq) reads what we write

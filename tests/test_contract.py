@@ -19,11 +19,11 @@ from bson import Binary, Decimal128, ObjectId
 from bson.int64 import Int64
 from click.testing import CliRunner
 
-from etl import contract
-from etl import generate as gen
+from etl.stages import contract
+from etl.stages import generate as gen
 from etl.cli import cli
-from etl.mongo import connect
-from etl.mongo_schema import expected_indexes, validation_options, validator_for
+from etl.adapters.mongodb import connect
+from etl.stages.mongo_schema import expected_indexes, validation_options, validator_for
 from test_generate import EXAMPLES, GOOD_DOCS, NODE_MODULES, write_examples
 
 UTC = dt.timezone.utc
@@ -232,7 +232,7 @@ def test_index_differences_are_named():
 
 
 def test_an_unreachable_server_is_one_line_without_the_password(target, monkeypatch):
-    from etl.services import free_port
+    from etl.adapters.services import free_port
 
     monkeypatch.setenv("MONGO_URI", f"mongodb://etl:s3cret-pw@127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=200")
     result = run_test_data()
@@ -262,12 +262,12 @@ def loaded(project, pg):
     """Every PostgreSQL type the transform knows (test_transform's tables) through snapshot →
     mapping → canonical → generate → transform → load. Its rows with dates outside years
     1-9999 stay out: JSON Schema's date-time format has no year 0 or 10000."""
-    from etl import canonical
-    from etl.config import load_config
-    from etl.load import load
-    from etl.mapping import build_mapping
-    from etl.snapshot import take_snapshot
-    from etl.transform import transform
+    from etl.stages import canonical
+    from etl.core.config import load_config
+    from etl.stages.load import load
+    from etl.model.mapping import build_mapping
+    from etl.stages.snapshot import take_snapshot
+    from etl.stages.transform import transform
     from test_transform import SCHEMA
 
     if not (NODE_MODULES / ".bin" / "tsc").exists():
@@ -293,8 +293,8 @@ def test_zod_accepts_exported_documents_and_rejects_a_broken_one(loaded, project
     """The issue's check: a document exported from the load, through the compiled Zod schema."""
     import subprocess
 
-    from etl.bsondump import iter_docs
-    from etl.paths import paths
+    from etl.formats.dumpdir import iter_docs
+    from etl.core.paths import paths
     from test_generate import SOURCE_ROOT, TSC
 
     generated = paths.generated
@@ -313,7 +313,7 @@ def test_zod_accepts_exported_documents_and_rejects_a_broken_one(loaded, project
     broken = dict(docs[0], m="angry")
     job = {"checks": [{"module": str(js / "zod" / "kinds.js"), "export": "kindsSchema",
                        "documents": [*docs, broken]}]}
-    out = subprocess.run(["node", str(SOURCE_ROOT / "scripts/etl/node/validate.mjs")], input=json.dumps(job),
+    out = subprocess.run(["node", str(SOURCE_ROOT / "scripts/etl/stages/node/validate.mjs")], input=json.dumps(job),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     results = json.loads(out.stdout)["results"][0]

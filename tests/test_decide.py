@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from etl.cli import cli
-from etl.fsutil import content_hash
-from etl.mongo import connect
+from etl.core.fsutil import content_hash
+from etl.adapters.mongodb import connect
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from etl.cli import cli
-from etl.services import free_port
+from etl.adapters.services import free_port
 
 REQUIRED_KEYS = {"id", "kind", "table", "column", "from", "to", "classification", "reason", "impact",
                  "summary", "details"}
@@ -154,7 +154,7 @@ ALTER TABLE media_buys RENAME TO purchases;
 def test_rename_candidates_carry_data_evidence_from_mongodb(pg, project, monkeypatch, mongo_db):
     from bson import Decimal128
 
-    from etl.mongo import connect
+    from etl.adapters.mongodb import connect
 
     uri, dbname = mongo_db
     monkeypatch.setenv("MONGO_URI", uri)
@@ -237,7 +237,7 @@ def test_values_compare_alike_from_postgresql_and_mongodb():
 
     from bson import Binary, Decimal128
 
-    from etl.detect import _comparable
+    from etl.stages.detect import _comparable
 
     uid = uuid.uuid4()
     utc = dt.timezone.utc

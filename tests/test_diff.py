@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etl.diff import (IMPACT_ROWS, KINDS, change_id, classify, detect_changes, diff_snapshots, parse_type,
+from etl.model.diff import (IMPACT_ROWS, KINDS, change_id, classify, detect_changes, diff_snapshots, parse_type,
                       type_change_direction, type_family, unknown_types)
-from etl.fsutil import content_hash
-from etl.snapshot import take_snapshot
+from etl.core.fsutil import content_hash
+from etl.stages.snapshot import take_snapshot
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "before.sql").is_file())

@@ -14,8 +14,8 @@ import psycopg
 import pytest
 
 from conftest import CHINOOK_SQL, REPO
-from etl.mongo import connect
-from etl.services import pg_tool
+from etl.adapters.mongodb import connect
+from etl.adapters.services import pg_tool
 
 pytestmark = pytest.mark.slow
 

@@ -14,12 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_types_roundtrip import COLUMNS, check, insert_rows, rows, typed_table
 
-from etl import _pgbson, fastpath
-from etl.bsondump import CODEC, iter_raw, read_manifest
-from etl.config import load_config
-from etl.mapping import build_mapping
-from etl.snapshot import take_snapshot
-from etl.transform import plan_collection, run_plan, transform
+from etl.stages import _pgbson
+from etl.stages import fastpath
+from etl.formats.dumpdir import CODEC, iter_raw, read_manifest
+from etl.core.config import load_config
+from etl.model.mapping import build_mapping
+from etl.stages.snapshot import take_snapshot
+from etl.stages.transform import plan_collection, run_plan, transform
 
 # Every column of the round-trip table the fast path reads (numeric[] is not one of them).
 FAST_COLUMNS = {k: v for k, v in COLUMNS.items() if k != "amounts"}
@@ -226,7 +227,7 @@ def test_encoder_streams_partial_rows_and_refuses_malformed_ones():
 
 
 def test_rounding_rules_give_the_general_paths_decimals(project, pg, tmp_path):
-    from etl.mapping import ROUND_MODES
+    from etl.model.mapping import ROUND_MODES
 
     cfg = load_config()
     pg.create_db(cfg["LOCAL_PG_DB"], """
@@ -254,7 +255,7 @@ def test_without_the_encoder_every_collection_says_so(project, pg, monkeypatch):
                                      "INSERT INTO plain VALUES (1, 'a')")
     mapping = build_mapping(take_snapshot(cfg.pg_conninfo))
     monkeypatch.setattr(fastpath, "_pgbson", None)
-    monkeypatch.setattr(fastpath, "IMPORT_ERROR", "No module named 'etl._pgbson'")
+    monkeypatch.setattr(fastpath, "IMPORT_ERROR", "No module named 'etl.stages._pgbson'")
     said = []
     result = transform(cfg, mapping=mapping, force=True, workers=1, echo=said.append)
     assert result.collections["plain"].reader == "sql-json" and result.collections["plain"].count == 1

@@ -24,11 +24,11 @@ from bson import Binary, Decimal128
 from bson.int64 import Int64
 from click.testing import CliRunner
 
-from etl import generate as gen
+from etl.stages import generate as gen
 from etl.cli import cli
-from etl.contract import model_failures, schema_failures, to_json_doc
-from etl.fsutil import content_hash
-from etl.paths import SOURCE_ROOT
+from etl.stages.contract import model_failures, schema_failures, to_json_doc
+from etl.core.fsutil import content_hash
+from etl.core.paths import SOURCE_ROOT
 
 NODE_MODULES = SOURCE_ROOT / "node_modules"
 TSC = NODE_MODULES / ".bin" / "tsc"
@@ -201,7 +201,7 @@ def compiled(built, tmp_path_factory):
 def run_zod(js: Path, checks: list[tuple[str, str, list]]) -> list[list[dict]]:
     job = {"checks": [{"module": str(js / "zod" / f"{slug}.js"), "export": export, "documents": docs}
                       for slug, export, docs in checks]}
-    proc = subprocess.run(["node", str(SOURCE_ROOT / "scripts/etl/node/validate.mjs")], input=json.dumps(job),
+    proc = subprocess.run(["node", str(SOURCE_ROOT / "scripts/etl/stages/node/validate.mjs")], input=json.dumps(job),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr or proc.stdout
     return json.loads(proc.stdout)["results"]
@@ -479,9 +479,12 @@ collections:
 def sample_generated(pg, tmp_path_factory, node_ready):
     """The sample media_tool schema through snapshot → mapping (with rules) → canonical →
     generate: the generators fed exactly what the pipeline feeds them."""
-    from etl import canonical, mapping, rules, snapshot
+    from etl.stages import canonical
+    from etl.model import mapping
+    from etl.model import rules
+    from etl.stages import snapshot
 
-    db = pg.create_db(sql=(SOURCE_ROOT / "scripts" / "etl" / "sql" / "sample_schema.sql").read_text())
+    db = pg.create_db(sql=(SOURCE_ROOT / "scripts" / "etl" / "stages" / "sql" / "sample_schema.sql").read_text())
     snap = snapshot.take_snapshot(pg.dsn(db))
     plan = mapping.build_mapping(snap, rules.validate_rules(yaml.safe_load(SAMPLE_RULES)))
     schemas = canonical.canonical_schemas(plan)

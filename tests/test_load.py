@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from etl import load as load_mod
-from etl.bsondump import BsonWriter, metadata, write_manifest, write_metadata
+from etl.stages import load as load_mod
+from etl.formats.dumpdir import BsonWriter, metadata, write_manifest, write_metadata
 from etl.cli import cli
-from etl.config import load_config
-from etl.errors import LoadError
-from etl.fsutil import read_json
-from etl.load import load
-from etl.mongo import connect
-from etl.paths import paths
+from etl.core.config import load_config
+from etl.core.errors import LoadError
+from etl.core.fsutil import read_json
+from etl.stages.load import load
+from etl.adapters.mongodb import connect
+from etl.core.paths import paths
 
 
 def make_transformed(db: str, collections: dict[str, list[dict]], indexes: dict[str, list] | None = None,
@@ -162,7 +162,7 @@ def test_incremental_loads_tables_without_a_key_in_full(target):
 def test_incremental_load_migrates_local_only_documents_once(target):
     # decide accepted a rename (name -> title): the transform already writes `title`, and the
     # incremental load's migration brings the documents that exist only here along.
-    from etl.migrate import RECORDS, Step, migrations_dir, write_script
+    from etl.stages.migrate import RECORDS, Step, migrations_dir, write_script
 
     cfg, mdb = target
     mdb.campaigns.insert_many([{"_id": 1, "name": "old"}, {"_id": 99, "name": "local only"}])
@@ -215,7 +215,7 @@ def test_drop_database_needs_yes_and_drops_the_rest(target):
     stamp = read_json(paths.make_stamps / mdb.name / "load.stamp")
     assert stamp["dropped"] == ["stale"]
     # the dropped collection is in the backup taken first
-    from etl.backup import read_backup
+    from etl.stages.backup import read_backup
 
     backup = read_backup(mdb.name, stamp["backup_version"])
     assert list(backup.documents("stale")) == [{"_id": 1}]
@@ -256,9 +256,9 @@ def test_archived_fields_survive_full_and_incremental_loads_and_validation(targe
     neither kind of load may drop it, and validation compares everything else."""
     import json
 
-    from etl.bsondump import read_manifest
-    from etl.mapping import mapping_path
-    from etl.validate import check_collection, manifest_collections
+    from etl.formats.dumpdir import read_manifest
+    from etl.model.mapping import mapping_path
+    from etl.stages.validate import check_collection, manifest_collections
 
     cfg, mdb = target
     mapping = json.loads(mapping_path().read_text())

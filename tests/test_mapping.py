@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from etl.errors import RulesError
-from etl.mapping import build_mapping, collection_name, parse_check, write_mapping
-from etl.snapshot import take_snapshot
+from etl.core.errors import RulesError
+from etl.model.mapping import build_mapping, collection_name, parse_check, write_mapping
+from etl.stages.snapshot import take_snapshot
 
 ALL_TYPES_SQL = """
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');

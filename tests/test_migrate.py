@@ -13,10 +13,10 @@ from bson import Decimal128, Int64
 from click.testing import CliRunner
 
 from etl.cli import cli
-from etl.errors import MigrationError
-from etl.migrate import RECORDS, Step, apply_migration, apply_pending, parse_script, render_script, write_script
-from etl.mongo import connect
-from etl.plan import cast_steps
+from etl.core.errors import MigrationError
+from etl.stages.migrate import RECORDS, Step, apply_migration, apply_pending, parse_script, render_script, write_script
+from etl.adapters.mongodb import connect
+from etl.model.plan import cast_steps
 
 REPO = Path(__file__).resolve().parents[1]
 WHEN = dt.datetime(2026, 11, 26, 10, 0, tzinfo=dt.timezone.utc)

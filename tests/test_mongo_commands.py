@@ -11,15 +11,15 @@ from bson.raw_bson import RawBSONDocument
 
 import mongo_forms
 from conftest import FAILPOINT_MESSAGE, fail_command
-from etl.backup import take_backup
-from etl.config import load_config
-from etl.errors import LoadError
-from etl.load import insert_batch, load
-from etl.migrate import apply_migration, write_script
-from etl.mongo import connect
-from etl.mongo_schema import apply_validators
-from etl.plan import cast_steps
-from etl.rollback import rollback
+from etl.stages.backup import take_backup
+from etl.core.config import load_config
+from etl.core.errors import LoadError
+from etl.stages.load import insert_batch, load
+from etl.stages.migrate import apply_migration, write_script
+from etl.adapters.mongodb import connect
+from etl.stages.mongo_schema import apply_validators
+from etl.model.plan import cast_steps
+from etl.stages.rollback import rollback
 from test_load import _all, make_transformed
 
 WRITES = ("insert", "update", "create", "collMod", "createIndexes", "renameCollection")
@@ -49,8 +49,8 @@ def documented(recorder) -> list[tuple[str, str, dict]]:
 
 
 def export(mdb, a: int = 25, b: int = 12) -> None:
-    from etl.bsondump import metadata, read_metadata, write_metadata
-    from etl.paths import paths
+    from etl.formats.dumpdir import metadata, read_metadata, write_metadata
+    from etl.core.paths import paths
 
     make_transformed(mdb.name, {"alpha": [{"_id": i, "v": f"a{i}", "code": None if i % 2 else f"k{i}"}
                                           for i in range(a)],
@@ -60,7 +60,7 @@ def export(mdb, a: int = 25, b: int = 12) -> None:
     folder = paths.transformed / mdb.name
     meta = read_metadata(folder / "beta.metadata.json")
     write_metadata(folder, "beta", metadata("beta", meta["indexes"], {"validator": VALIDATOR}))
-    from etl.bsondump import read_manifest, sha256_file, write_manifest
+    from etl.formats.dumpdir import read_manifest, sha256_file, write_manifest
 
     manifest = read_manifest(folder)
     manifest["collections"]["beta"]["metadata_sha256"] = sha256_file(folder / "beta.metadata.json")
@@ -112,7 +112,7 @@ def test_a_full_load_sends_documented_commands_and_swaps_last(target, commands):
 
 def test_a_validator_that_only_warns_is_set_after_the_documents(target, commands, schemas):
     cfg, mdb = target
-    from etl.mongo_schema import validator_for
+    from etl.stages.mongo_schema import validator_for
 
     # A canonical schema for the collection: the load applies its validator (moderate/warn
     # outside strict mode) by collMod once the documents are in, then swaps.
@@ -186,7 +186,7 @@ def test_validators_and_indexes_for_an_existing_collection_use_collmod(target, c
 
 
 def test_every_canonical_validator_is_in_mongodb_dialect(schemas):
-    from etl.mongo_schema import validator_for
+    from etl.stages.mongo_schema import validator_for
 
     for schema in schemas.values():
         mongo_forms.jsonschema(validator_for(schema)["$jsonSchema"])

@@ -14,14 +14,14 @@ from click.testing import CliRunner
 from pymongo.errors import WriteError
 
 from conftest import FAILPOINT_MESSAGE, expect_gap, fail_command, server_has_gap
-from etl.canonical import write_canonical
+from etl.stages.canonical import write_canonical
 from etl.cli import cli
-from etl.errors import DatabaseError
-from etl.mapping import build_mapping
-from etl.mongo import connect
-from etl.mongo_schema import (apply_validators, expected_indexes, sync_indexes, to_bson_schema,
+from etl.core.errors import DatabaseError
+from etl.model.mapping import build_mapping
+from etl.adapters.mongodb import connect
+from etl.stages.mongo_schema import (apply_validators, expected_indexes, sync_indexes, to_bson_schema,
                               validation_options, validator_for)
-from etl.rules import load_rules
+from etl.model.rules import load_rules
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "schemas" / "rules.yaml"

@@ -6,9 +6,9 @@ import pytest
 from click.testing import CliRunner
 
 from etl.cli import cli
-from etl.errors import ConfigError
-from etl.mongo import check_db_name, connect
-from etl.services import free_port
+from etl.core.errors import ConfigError
+from etl.adapters.mongodb import check_db_name, connect
+from etl.adapters.services import free_port
 
 
 def test_unreachable_server_is_one_line_naming_the_masked_uri(project, monkeypatch):
@@ -35,7 +35,7 @@ def test_parallel_names_are_accepted():
 @pytest.mark.parametrize("uri", ["file:.run/mongo/store", "memory://x", "http://127.0.0.1:27017",
                                  "mongodb://", "mongodb://127.0.0.1:port/"])
 def test_only_mongodb_uris_are_settings(uri):
-    from etl.config import load_config
+    from etl.core.config import load_config
 
     with pytest.raises(ConfigError, match="MONGO_URI"):
         load_config({"MONGO_URI": uri}, environ={})
@@ -44,7 +44,7 @@ def test_only_mongodb_uris_are_settings(uri):
 def test_a_wrong_password_is_one_line_not_a_timeout(mongo_base_uri):
     from urllib.parse import urlsplit
 
-    from etl.errors import DatabaseError
+    from etl.core.errors import DatabaseError
 
     parts = urlsplit(mongo_base_uri)
     uri = parts._replace(netloc=f"nobody:wr0ng-pw@{parts.hostname}:{parts.port}", query="authSource=admin").geturl()

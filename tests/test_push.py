@@ -13,10 +13,10 @@ from boto3.s3.transfer import TransferConfig
 from click.testing import CliRunner
 
 from etl.cli import cli
-from etl.config import load_config
-from etl.errors import PushError
-from etl.push import push, verify
-from etl.services import free_port
+from etl.core.config import load_config
+from etl.core.errors import PushError
+from etl.stages.push import push, verify
+from etl.adapters.services import free_port
 
 DB = "bravo-1"
 

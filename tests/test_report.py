@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from etl.report import STATUS_COLOURS, render_report, write_report
-from etl.runlog import Redactor
+from etl.run.report import STATUS_COLOURS, render_report, write_report
+from etl.run.runlog import Redactor
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(

@@ -12,14 +12,14 @@ from bson import Decimal128, Int64
 from click.testing import CliRunner
 from pymongo.errors import DuplicateKeyError
 
-from etl.backup import take_backup
+from etl.stages.backup import take_backup
 from etl.cli import cli
-from etl.config import load_config
-from etl.errors import BackupError
-from etl.fsutil import content_hash
-from etl.mongo import connect
-from etl.rollback import check_version, list_versions, rollback
-from etl.validate import collection_digest, server_validator
+from etl.core.config import load_config
+from etl.core.errors import BackupError
+from etl.core.fsutil import content_hash
+from etl.adapters.mongodb import connect
+from etl.stages.rollback import check_version, list_versions, rollback
+from etl.stages.validate import collection_digest, server_validator
 
 VERSION = "2026-11-20-001"
 
@@ -182,9 +182,9 @@ def test_retention_during_the_pre_rollback_backup_cannot_remove_the_version(env,
 def test_load_then_validate_failure_rolls_back_to_the_pre_load_backup(env, dump_folder, monkeypatch):
     # The stages as `make` chains them: load v1, load v2 (backed up first), validate v2 finds a
     # broken document and restores what the second load replaced.
-    from etl.errors import ValidationFailed
-    from etl.load import load
-    from etl.validate import validate_and_report
+    from etl.core.errors import ValidationFailed
+    from etl.stages.load import load
+    from etl.stages.validate import validate_and_report
 
     root, uri, db = env
     folder = root / "data" / "transformed" / db
@@ -206,7 +206,7 @@ def test_load_then_validate_failure_rolls_back_to_the_pre_load_backup(env, dump_
 
 
 def test_rollback_refuses_while_a_run_holds_the_lock(env, dump_folder, monkeypatch):
-    from etl import lock
+    from etl.core import lock
 
     make_backup(env, dump_folder)
     monkeypatch.delenv("ETL_RUN_ID", raising=False)

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from etl import expr
-from etl.errors import RulesError
-from etl.mapping import build_mapping
-from etl.rules import evaluate, load_rules, round_value, rules_touching, validate_rules
-from etl.snapshot import take_snapshot
+from etl.model import expr
+from etl.core.errors import RulesError
+from etl.model.mapping import build_mapping
+from etl.model.rules import evaluate, load_rules, round_value, rules_touching, validate_rules
+from etl.stages.snapshot import take_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE_SCHEMA = REPO / "scripts" / "etl" / "sql" / "sample_schema.sql"
+SAMPLE_SCHEMA = REPO / "scripts" / "etl" / "stages" / "sql" / "sample_schema.sql"
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from etl import lock, runlog
+from etl.core import lock
+from etl.run import runlog
 from etl.cli import cli
-from etl.mongo import connect
+from etl.adapters.mongodb import connect
 
 REPO = Path(__file__).resolve().parents[1]
 ETL = Path(sys.executable).parent / "etl"
@@ -29,9 +30,9 @@ ETL = Path(sys.executable).parent / "etl"
 # counts, and turns an EtlError into its exit code.
 FAKE_STAGE = textwrap.dedent('''
     import logging, sys
-    from etl import runlog
-    from etl.config import load_config
-    from etl.errors import EtlError, LoadError, PendingDecisions, ValidationFailed
+    from etl.run import runlog
+    from etl.core.config import load_config
+    from etl.core.errors import EtlError, LoadError, PendingDecisions, ValidationFailed
 
     name, outcome = sys.argv[1], sys.argv[2]
     cfg = load_config()
@@ -263,13 +264,13 @@ def test_no_secret_in_log_audit_report_or_console(root, monkeypatch, mongo_db):
     else:
         # Nothing listens there: the audit cannot reach MongoDB, and the error path must not
         # leak the password either.
-        from etl.services import free_port
+        from etl.adapters.services import free_port
         uri = f"mongodb://etl:{mongo_secret}@127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=500"
     monkeypatch.setenv("MONGO_URI", uri)
-    import etl.mongo
+    import etl.adapters.mongodb
 
-    real = etl.mongo.connect  # a shorter wait for the server that is not there
-    monkeypatch.setattr(etl.mongo, "connect", lambda u, **kw: real(u, **(kw | {"timeout_ms": 300})))
+    real = etl.adapters.mongodb.connect  # a shorter wait for the server that is not there
+    monkeypatch.setattr(etl.adapters.mongodb, "connect", lambda u, **kw: real(u, **(kw | {"timeout_ms": 300})))
     write_makefile(root, [stage_line("load"), stage_line("validate", "invalid")])
     result = invoke()
     assert result.exit_code == 4, result.output
@@ -316,7 +317,7 @@ def test_cloudwatch_events_land_in_moto(root, monkeypatch, s3_server):
 
 
 def test_unreachable_cloudwatch_is_a_note_not_a_failure(root, monkeypatch):
-    from etl.services import free_port
+    from etl.adapters.services import free_port
 
     monkeypatch.setenv("CLOUDWATCH_LOG_GROUP", "/etl/nowhere")
     monkeypatch.setenv("CLOUDWATCH_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
@@ -327,8 +328,8 @@ def test_unreachable_cloudwatch_is_a_note_not_a_failure(root, monkeypatch):
 
 
 def test_sigterm_stops_the_pipeline_and_still_closes_the_run(root):
-    from etl.lock import pid_alive
-    from etl.services import wait_until
+    from etl.core.lock import pid_alive
+    from etl.adapters.services import wait_until
 
     marker = root / "recipe.pid"
     # The recipe records its shell's pid, then works "forever".
@@ -415,7 +416,7 @@ BAR_SCRIPT = ("import sys\n"
 
 @pytest.mark.parametrize("terminal", [True, False])
 def test_progress_bars_reach_a_terminal_and_the_log_gets_their_last_state(terminal):
-    from etl.run import stream_process
+    from etl.run.master import stream_process
 
     console = _Terminal() if terminal else io.StringIO()
     lines: list[str] = []
@@ -433,8 +434,8 @@ def test_progress_bars_reach_a_terminal_and_the_log_gets_their_last_state(termin
 
 
 def test_stages_draw_bars_only_when_the_run_is_on_a_terminal(monkeypatch):
-    from etl.progress import PROGRESS_TTY_ENV, Progress
-    from etl.run import RunOptions, child_environment
+    from etl.core.progress import PROGRESS_TTY_ENV, Progress
+    from etl.run.master import RunOptions, child_environment
 
     run = types.SimpleNamespace(run_id="2026-11-26-02-00-00", log_path=Path("/x.log"))
     assert child_environment(run, RunOptions(), _Terminal())[PROGRESS_TTY_ENV] == "1"
@@ -448,7 +449,7 @@ def test_stages_draw_bars_only_when_the_run_is_on_a_terminal(monkeypatch):
 
 
 def test_summary_says_when_nothing_was_stale():
-    from etl.run import summary_lines
+    from etl.run.master import summary_lines
 
     base = {"run_id": "2026-11-26-02-30-00", "status": "ok", "exit_code": 0, "duration_s": 0.8,
             "database": "bravo-1", "log_file": "x.log", "report_file": "x.html"}

@@ -11,11 +11,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from etl import runlog
-from etl.config import load_config
-from etl.errors import RunError, ValidationFailed
-from etl.fsutil import write_json_if_changed
-from etl.paths import paths
+from etl.run import runlog
+from etl.core.config import load_config
+from etl.core.errors import RunError, ValidationFailed
+from etl.core.fsutil import write_json_if_changed
+from etl.core.paths import paths
 
 
 @pytest.fixture

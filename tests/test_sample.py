@@ -13,9 +13,9 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 from etl.cli import cli
-from etl.config import load_config
-from etl.sample import SampleParams, build_sample, default_out, seed_s3, sidecar_path, split_steps, table_stats
-from etl.services import pg_tool
+from etl.core.config import load_config
+from etl.stages.sample import SampleParams, build_sample, default_out, seed_s3, sidecar_path, split_steps, table_stats
+from etl.adapters.services import pg_tool
 
 SEED = 7
 METRICS = 2000  # small: the default 100k is measured, not tested
@@ -216,7 +216,7 @@ def test_cli_builds_uploads_then_does_nothing(project, s3, monkeypatch):
 
 
 def test_unreachable_postgres_is_one_line_without_the_password(project, monkeypatch):
-    from etl.services import free_port
+    from etl.adapters.services import free_port
 
     monkeypatch.setenv("LOCAL_PG_PORT", str(free_port()))
     monkeypatch.setenv("LOCAL_PG_PASSWORD", "hunter2-secret")
@@ -229,7 +229,7 @@ def test_unreachable_postgres_is_one_line_without_the_password(project, monkeypa
 
 def test_upload_without_a_dump_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("S3_ENDPOINT_URL", "http://127.0.0.1:9")
-    from etl.errors import SampleError
+    from etl.core.errors import SampleError
 
     with pytest.raises(SampleError, match="no dump at"):
         seed_s3(load_config(root=tmp_path), tmp_path / "missing.dump")
@@ -243,8 +243,8 @@ def test_split_steps_keeps_order_and_statements_before_the_first_marker():
 
 
 def test_detector_finds_exactly_the_documented_changes(pg, base, changed):
-    from etl.detect import build_report
-    from etl.snapshot import take_snapshot
+    from etl.stages.detect import build_report
+    from etl.stages.snapshot import take_snapshot
 
     report = build_report(take_snapshot(pg.dsn(changed[1])), take_snapshot(pg.dsn(base[1])))
     found = {(c["kind"], c["table"], c.get("column"), c["classification"]) for c in report["changes"]}
@@ -261,8 +261,8 @@ def test_detector_finds_exactly_the_documented_changes(pg, base, changed):
 
 
 def test_failed_generation_keeps_the_previous_dump_and_drops_the_scratch_database(pg, base, tmp_path, monkeypatch):
-    import etl.sample as sample
-    from etl.errors import SampleError
+    import etl.stages.sample as sample
+    from etl.core.errors import SampleError
 
     result, _ = base
     sql_dir = tmp_path / "sql"
@@ -299,7 +299,7 @@ def test_uploaded_sample_travels_through_acquire_and_restore_unchanged(project, 
 
 @pytest.mark.parametrize("sidecar", ["[1, 2]", "{not json", '{"format_version": 1, "dump": "x"}'])
 def test_unreadable_sidecar_means_rebuild_not_crash(pg, base, tmp_path, sidecar):
-    from etl.sample import up_to_date
+    from etl.stages.sample import up_to_date
 
     result, _ = base
     copy = tmp_path / "media_tool.dump"

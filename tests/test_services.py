@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from etl.errors import ServiceError
-from etl.services import MotoServer, PgCluster, free_port
+from etl.core.errors import ServiceError
+from etl.adapters.services import MotoServer, PgCluster, free_port
 
 
 def test_second_start_reuses_the_running_cluster(pg):
@@ -45,8 +45,8 @@ def test_moto_server_start_stop(tmp_path):
 
 def test_managed_mongodb_starts_once_keeps_its_data_and_stops(tmp_path):
     from conftest import MONGO_VENV
-    from etl.mongo import connect
-    from etl.services import MongoServer
+    from etl.adapters.mongodb import connect
+    from etl.adapters.services import MongoServer
 
     server = MongoServer(tmp_path / "mongo", free_port(), MONGO_VENV / "bin" / "secantusd-py")
     server.start()
@@ -71,7 +71,7 @@ def test_managed_mongodb_starts_once_keeps_its_data_and_stops(tmp_path):
 
 def test_managed_mongodb_refuses_a_taken_port_and_a_missing_binary(tmp_path, pg):
     from conftest import MONGO_VENV
-    from etl.services import MongoServer
+    from etl.adapters.services import MongoServer
 
     taken = MongoServer(tmp_path / "a", pg.port, MONGO_VENV / "bin" / "secantusd-py")
     with pytest.raises(ServiceError, match=f"port {pg.port} is in use"):

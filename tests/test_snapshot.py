@@ -13,10 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from etl.cli import cli
-from etl.diff import diff_snapshots
-from etl.errors import DatabaseError, SnapshotError
-from etl.services import pg_tool
-from etl.snapshot import FORMAT_VERSION, load_snapshot, save_snapshot, take_snapshot
+from etl.model.diff import diff_snapshots
+from etl.core.errors import DatabaseError, SnapshotError
+from etl.adapters.services import pg_tool
+from etl.stages.snapshot import FORMAT_VERSION, load_snapshot, save_snapshot, take_snapshot
 
 from conftest import CHINOOK_SQL
 
@@ -172,7 +172,7 @@ def test_missing_snapshot_says_what_to_run(tmp_path):
 
 
 def test_unreachable_database_is_one_line_without_the_password(project, monkeypatch):
-    from etl.services import free_port
+    from etl.adapters.services import free_port
 
     port = free_port()
     monkeypatch.setenv("LOCAL_PG_PORT", str(port))

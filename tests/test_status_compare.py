@@ -11,9 +11,9 @@ from bson.decimal128 import Decimal128
 from click.testing import CliRunner
 
 from etl.cli import cli
-from etl.fsutil import write_json_if_changed
-from etl.mongo import connect
-from etl.runlog import AUDIT_COLLECTION
+from etl.core.fsutil import write_json_if_changed
+from etl.adapters.mongodb import connect
+from etl.run.runlog import AUDIT_COLLECTION
 
 
 @pytest.fixture
@@ -79,17 +79,17 @@ def test_status_on_a_fresh_project_says_none(env):
 
 def test_status_falls_back_to_the_local_audit_copy_and_fails_when_mongo_is_down(env, monkeypatch):
     root, _, db = env
-    from etl.services import free_port
+    from etl.adapters.services import free_port
 
     run_dir = root / ".run" / "runs" / "2026-11-26-03-00-00"
     run_dir.mkdir(parents=True)
     (run_dir / "audit.json").write_text(json.dumps({"run_id": "2026-11-26-03-00-00", "database": db,
                                                     "status": "failed", "exit_code": 1}))
     monkeypatch.setenv("MONGO_URI", f"mongodb://etl:pw-9f8e7d@127.0.0.1:{free_port()}/")
-    import etl.mongo
+    import etl.adapters.mongodb
 
-    real = etl.mongo.connect  # a shorter wait for the server that is not there
-    monkeypatch.setattr(etl.mongo, "connect", lambda uri, **kw: real(uri, timeout_ms=300, **kw))
+    real = etl.adapters.mongodb.connect  # a shorter wait for the server that is not there
+    monkeypatch.setattr(etl.adapters.mongodb, "connect", lambda uri, **kw: real(uri, timeout_ms=300, **kw))
     result = CliRunner().invoke(cli, ["status"])
     assert result.exit_code == 1
     assert "collections: unknown" in result.output

@@ -13,13 +13,13 @@ from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 from click.testing import CliRunner
 
-from etl.bsondump import iter_docs, read_manifest, read_metadata, verify
+from etl.formats.dumpdir import iter_docs, read_manifest, read_metadata, verify
 from etl.cli import cli
-from etl.config import load_config
-from etl.mapping import build_mapping, write_mapping
-from etl.paths import paths
-from etl.snapshot import take_snapshot
-from etl.transform import parse_pg_timestamp, transform
+from etl.core.config import load_config
+from etl.model.mapping import build_mapping, write_mapping
+from etl.core.paths import paths
+from etl.stages.snapshot import take_snapshot
+from etl.stages.transform import parse_pg_timestamp, transform
 
 SCHEMA = r"""
 CREATE TYPE mood AS ENUM ('happy', 'sad');
@@ -209,7 +209,7 @@ def test_cli_reports_one_line_errors(project, pg):
 
 
 def test_unreachable_database_is_one_clear_error(project, monkeypatch):
-    from etl.errors import DatabaseError
+    from etl.core.errors import DatabaseError
 
     monkeypatch.setenv("LOCAL_PG_PORT", "1")
     monkeypatch.setenv("LOCAL_PG_PASSWORD", "s3cret-pw")
@@ -255,7 +255,7 @@ def test_timestamp_parser_matches_python_for_ordinary_dates():
 
 
 def test_a_mapping_naming_a_missing_table_is_a_clear_error(project, pg):
-    from etl.errors import TransformError
+    from etl.core.errors import TransformError
 
     cfg = load_config()
     pg.create_db(cfg["LOCAL_PG_DB"], "CREATE TABLE a (id int PRIMARY KEY)")
@@ -266,7 +266,7 @@ def test_a_mapping_naming_a_missing_table_is_a_clear_error(project, pg):
 
 
 def test_a_query_failing_midway_keeps_the_previous_output(project, pg):
-    from etl.errors import DatabaseError
+    from etl.core.errors import DatabaseError
 
     cfg = load_config()
     pg.create_db(cfg["LOCAL_PG_DB"], "CREATE TABLE a (id int PRIMARY KEY, code text);"

@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
-from etl.bsondump import iter_docs
-from etl.config import load_config
-from etl.mapping import build_mapping
-from etl.snapshot import take_snapshot
-from etl.transform import transform
+from etl.formats.dumpdir import iter_docs
+from etl.core.config import load_config
+from etl.model.mapping import build_mapping
+from etl.stages.snapshot import take_snapshot
+from etl.stages.transform import transform
 
 COLUMNS = {
     "s": "smallint", "i": "integer", "b": "bigint", "n38": "numeric(38,6)", "n": "numeric",

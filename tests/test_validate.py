@@ -11,10 +11,10 @@ from bson import Decimal128, Int64
 from click.testing import CliRunner
 
 from etl.cli import cli
-from etl.config import load_config
-from etl.errors import ValidationFailed
-from etl.mongo import connect
-from etl.validate import (content_digest, doc_digest, references_from,
+from etl.core.config import load_config
+from etl.core.errors import ValidationFailed
+from etl.adapters.mongodb import connect
+from etl.stages.validate import (content_digest, doc_digest, references_from,
                           validate, validate_and_report)
 
 
@@ -296,7 +296,7 @@ def test_documents_that_fail_the_validator_are_counted(env):
 
 
 def test_unreachable_mongodb_is_one_line_without_the_password(env, monkeypatch):
-    from etl.services import free_port
+    from etl.adapters.services import free_port
 
     good(env)
     monkeypatch.setenv("MONGO_URI", f"mongodb://etl:s3cr3t-pw@127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=300")

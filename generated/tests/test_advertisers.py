@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from etl import contract
+from etl.stages import contract
 
 COLLECTION = 'advertisers'
 SCHEMA_HASH = 'e4f6cccfe68236acda584b713796e8860bcc0c407046ab6e5e46bd9ea3e84b56'

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from etl import contract
+from etl.stages import contract
 
 COLLECTION = 'agencies'
 SCHEMA_HASH = '6d589692b0af183f28e9d1c934d6faa046b9071ad9a7b6eb055a16a96c3ccf8f'

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from etl import contract
+from etl.stages import contract
 
 COLLECTION = 'campaign_users'
 SCHEMA_HASH = 'b04e5d1f14f7a8434a65393d2ed55636ebf3401d8b20b6a214bf6a5430eeaced'

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from etl import contract
+from etl.stages import contract
 
 COLLECTION = 'campaigns'
 SCHEMA_HASH = '1d5124b275bdba4a72eec341e3bb298721a696730af8b9f665988503a5afc177'

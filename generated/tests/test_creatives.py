@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from etl import contract
+from etl.stages import contract
 
 COLLECTION = 'creatives'
 SCHEMA_HASH = 'c9d418663cd88737386d37a004453265bc4f00f0b7e4447a93d743c719b15f11'

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from etl import contract
+from etl.stages import contract
 
 COLLECTION = 'daily_metrics'
 SCHEMA_HASH = '982695a757157238913e10b593665ecf491136f0bba9f79b29848d38423c1b80'

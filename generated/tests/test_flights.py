@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from etl import contract
+from etl.stages import contract
 
 COLLECTION = 'flights'
 SCHEMA_HASH = '03379a879be8ed866a36d708db0affdbe72952cc0db0c0045d77ee47cee07529'

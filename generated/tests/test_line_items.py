@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from etl import contract
+from etl.stages import contract
 
 COLLECTION = 'line_items'
 SCHEMA_HASH = '9e7ef5fe8ae256d1f6ae954e84b56f843c8fc1f28b6ef90efc9fa5be9973b7de'

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from etl import contract
+from etl.stages import contract
 
 COLLECTION = 'media_buys'
 SCHEMA_HASH = '462ad07d59e0baf57f5786997b3c551a755e61fb30d3310ad1490abd2619e97e'

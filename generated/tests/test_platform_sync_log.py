@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from etl import contract
+from etl.stages import contract
 
 COLLECTION = 'platform_sync_log'
 SCHEMA_HASH = 'b70e9b22a28a16aae37392496bcfbf466cffeb2d57ce9c4802d9054a1910ff83'

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from etl import contract
+from etl.stages import contract
 
 COLLECTION = 'platforms'
 SCHEMA_HASH = 'd6402a9619cd026836365647e25bbeca075598a6cdc3bf303d2e8feb7183ac3e'

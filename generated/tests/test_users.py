@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from etl import contract
+from etl.stages import contract
 
 COLLECTION = 'users'
 SCHEMA_HASH = 'b508dc4c15947c583635d8a14d81a57c926ae60ac68cf3a31252800d469e6543'

@@ -1,0 +1,617 @@
+"""`etl decide`: safe schema changes go through; breaking ones wait for a recorded decision.
+
+Three ways to decide, with the same effects:
+
+- automated (cron; the default without a terminal, or --yes-safe): safe changes apply, review
+  changes replay `schemas/decisions.yaml`; if one has no decision, the pending list is written
+  (`data/changes/pending.json` + `.md`) and the run stops with exit 3 before anything else;
+- interactive (--interactive): the seed's "Detected Schema Changes" list and menu, then one
+  question per change; answers are written only once all are given (Ctrl-C writes nothing);
+- agent (--json / --decisions FILE): the pending changes with the allowed answers as JSON, and
+  a file of answers applied after validation.
+
+When every change is decided, the current snapshot becomes `schemas/accepted.json`,
+`data/changes/decided.json` records what was accepted, and the update plan
+(`reports/update-plan-<ts>.md/.json`) and migration script (`data/migrations/<ts>.js`) are
+written. decide never writes to MongoDB; it only counts documents for the plan.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+import yaml
+
+from etl.formats import decisions as dec
+from etl.cli import config_options
+from etl.core.errors import DecisionError, PendingDecisions, SnapshotError
+from etl.core.fsutil import read_json, write_if_changed, write_json_if_changed
+from etl.model.mapping import collection_name
+from etl.core.paths import paths
+
+log = logging.getLogger("etl.decide")
+
+FORMAT_VERSION = 1
+MENU = ("How should we handle these changes?\n"
+        "[1] Apply all changes automatically\n"
+        "[2] Review each change individually\n"
+        "[3] Skip schema updates\n"
+        "[4] Abort ETL process")
+# Kinds after which the previously accepted mapping reads a column or table that is gone or
+# has another type: skipping them leaves the load to fail or mistype values.
+_READS_MISSING = {"column_removed", "column_renamed", "table_removed", "table_renamed", "column_type_changed"}
+IMPACT_NAMES = (("zod", "Zod"), ("mongodb", "MongoDB"), ("api", "API"), ("ui", "UI"), ("tests", "Tests"))
+
+
+def latest_path() -> Path:
+    return paths.changes / "latest.json"
+
+
+def accepted_path() -> Path:
+    return paths.schemas / "accepted.json"
+
+
+def current_path() -> Path:
+    return paths.snapshots / "current.json"
+
+
+def pending_path() -> Path:
+    return paths.changes / "pending.json"
+
+
+def decided_path() -> Path:
+    return paths.changes / "decided.json"
+
+
+def skipped_path() -> Path:
+    return paths.changes / "skipped.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Inputs:
+    changes_doc: dict[str, Any]
+    current: dict[str, Any]
+    current_bytes: bytes
+    accepted: dict[str, Any] | None
+    decisions: dec.Decisions
+
+    @property
+    def changes(self) -> list[dict[str, Any]]:
+        return self.changes_doc["changes"]
+
+
+def _read(path: Path, what: str, hint: str) -> tuple[dict[str, Any], bytes]:
+    if not path.is_file():
+        raise DecisionError(f"{what} ({path.relative_to(paths.root)}) does not exist", hint=hint)
+    data = path.read_bytes()
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise SnapshotError(f"{path.relative_to(paths.root)} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format_version") != FORMAT_VERSION:
+        raise SnapshotError(f"{path.relative_to(paths.root)}: unsupported format_version "
+                            f"{doc.get('format_version') if isinstance(doc, dict) else None!r}")
+    return doc, data
+
+
+def load_inputs() -> Inputs:
+    """Detected changes, the snapshots and the recorded decisions, checked against each other."""
+    changes_doc, _ = _read(latest_path(), "detected changes", "run `etl detect` first")
+    current, raw = _read(current_path(), "the current snapshot", "run `etl snapshot` first")
+    if changes_doc.get("to_hash") != current.get("hash"):
+        raise DecisionError(
+            f"data/changes/latest.json was detected for schema {str(changes_doc.get('to_hash'))[:12]} "
+            f"but the current snapshot is {str(current.get('hash'))[:12]}", hint="run `etl detect`")
+    accepted = None
+    if accepted_path().is_file():
+        accepted, _ = _read(accepted_path(), "the accepted snapshot", "")
+        from_hash = changes_doc.get("from_hash")
+        if from_hash not in (None, accepted.get("hash")) and not _already_accepted(changes_doc, accepted):
+            raise DecisionError(
+                f"data/changes/latest.json compares against schema {str(changes_doc.get('from_hash'))[:12]} "
+                f"but the accepted one is {str(accepted.get('hash'))[:12]}", hint="run `etl detect`")
+    decisions = dec.load_decisions()
+    changes = changes_doc.get("changes")
+    if not isinstance(changes, list) or any(not isinstance(c, dict) or "id" not in c for c in changes):
+        raise SnapshotError("data/changes/latest.json: `changes` must be a list of changes with ids")
+    dec.check_against_changes(decisions, changes)
+    inputs = Inputs(changes_doc, current, raw, accepted, decisions)
+    _check_defaults(inputs, {cid: e for cid, e in decisions.entries.items()}, decisions.where)
+    return inputs
+
+
+def _already_accepted(changes_doc: dict[str, Any], accepted: dict[str, Any]) -> bool:
+    # A rerun after accepting: latest.json still describes the step just taken.
+    return changes_doc.get("to_hash") == accepted.get("hash")
+
+
+def _after_index(inputs: Inputs):
+    from etl.model.plan import field_index
+
+    return field_index(inputs.current, _rules(), None)
+
+
+def _rules() -> dict[str, Any] | None:
+    from etl.model.rules import load_rules
+
+    return load_rules()
+
+
+def _check_defaults(inputs: Inputs, entries: dict[str, dict[str, Any]], where: Callable[[str], str]) -> None:
+    from etl.model.plan import check_default
+
+    by_id = {c["id"]: c for c in inputs.changes}
+    relevant = {cid: e for cid, e in entries.items() if cid in by_id and "default" in e}
+    if not relevant:
+        return
+    after = _after_index(inputs)
+    for cid, entry in relevant.items():
+        check_default(by_id[cid], entry, after, where(cid))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pending
+# ---------------------------------------------------------------------------------------------
+
+def allowed_answers(change: dict[str, Any]) -> dict[str, Any]:
+    return dec.answer_schema(change["kind"])
+
+
+def pending_item(change: dict[str, Any]) -> dict[str, Any]:
+    item = {k: change.get(k) for k in ("id", "kind", "table", "column", "summary", "classification",
+                                       "reason", "impact", "from", "to")}
+    item["answers"] = allowed_answers(change)
+    rec = dec.recommended(change)
+    if rec is not None:
+        item["recommended"] = rec
+    return item
+
+
+def pending_payload(inputs: Inputs, pend: list[dict[str, Any]]) -> dict[str, Any]:
+    example = {c["id"]: dec.recommended(c) or {"default": "<value>"} for c in pend[:2]}
+    return {
+        "format_version": FORMAT_VERSION,
+        "status": "pending",
+        "from_hash": inputs.changes_doc.get("from_hash"),
+        "to_hash": inputs.changes_doc.get("to_hash"),
+        "pending": [pending_item(c) for c in pend],
+        "how_to_answer": {
+            "command": "etl decide --decisions answers.json",
+            "example": {"decisions": example},
+            "note": "kind/table/column and decided_by/decided_at may be left out; they are filled in",
+        },
+    }
+
+
+def _answers_text(change: dict[str, Any]) -> str:
+    kind = change["kind"]
+    if kind == "column_added":
+        return "`default: <value>` or `backfill: <expression>`" + (
+            " or `action: accept`" if (change.get("to") or {}).get("nullable", True) else "")
+    if kind == "column_type_changed":
+        return "`strategy: cast` with `on_failure: fail | set_null | keep_old`"
+    return "`action: " + " | ".join(dec.ACTIONS.get(kind, ("accept", "reject"))) + "`"
+
+
+def render_pending_md(payload: dict[str, Any]) -> str:
+    lines = ["# Schema changes waiting for a decision", "",
+             f"Schema {str(payload['from_hash'] or 'none')[:12]} → {str(payload['to_hash'])[:12]}. "
+             "MongoDB was not touched.", "",
+             "Answer with `etl decide --interactive`, `etl decide --decisions FILE`, or add entries to "
+             "`schemas/decisions.yaml` (see docs/decisions.md).", ""]
+    for item in payload["pending"]:
+        lines.append(f"- **{item['summary'] or item['kind']}** (`{item['id']}`, {item['kind']})")
+        lines.append(f"  - why: {item.get('reason') or 'review'}")
+        lines.append(f"  - impact: {_impact_line(item.get('impact'))}")
+        lines.append(f"  - answers: {_answers_text(item)}")
+        if "recommended" in item:
+            lines.append(f"  - recommended: `{json.dumps(item['recommended'])}`")
+    return "\n".join(lines) + "\n"
+
+
+def write_pending(payload: dict[str, Any]) -> tuple[Path, Path]:
+    json_path = pending_path()
+    md_path = json_path.with_suffix(".md")
+    write_json_if_changed(json_path, payload)
+    write_if_changed(md_path, render_pending_md(payload))
+    return json_path, md_path
+
+
+def _impact_line(impact: dict[str, Any] | None) -> str:
+    if not impact:
+        return "not given"
+    return " · ".join(f"{label} {impact.get(key, '?')}" for key, label in IMPACT_NAMES)
+
+
+# ---------------------------------------------------------------------------------------------
+# Accepting
+# ---------------------------------------------------------------------------------------------
+
+def _timestamp() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d-%H-%M-%S")
+
+
+def _free_name(folder: Path, stem: str, suffix: str) -> Path:
+    path, n = folder / f"{stem}{suffix}", 2
+    while path.exists():
+        path, n = folder / f"{stem}-{n}{suffix}", n + 1
+    return path
+
+
+def _counting_db(cfg, counts: bool):
+    """The target database for document counts, or None (not wanted, not reachable, or not
+    there yet: counting must not create it)."""
+    if not counts or cfg is None:
+        return None
+    from etl.adapters.mongodb import connect
+
+    try:
+        client = connect(cfg["MONGO_URI"], timeout_ms=2000)
+        if cfg["MONGO_DB_NAME"] not in client.list_database_names():
+            return None
+        return client[cfg["MONGO_DB_NAME"]]
+    except Exception as exc:  # noqa: BLE001 - counts are an extra: any refusal only loses them
+        log.info("documents not counted for the plan: %s", type(exc).__name__)
+        return None
+
+
+def accept(inputs: Inputs, new_entries: dict[str, dict[str, Any]], *, cfg=None, counts: bool = True,
+           ) -> dict[str, Any]:
+    """Record `new_entries`, make the current snapshot the accepted one and write decided.json,
+    the update plan and the migration script. Every review change must be decided."""
+    entries = {**inputs.decisions.entries, **new_entries}
+    answers: dict[str, dict[str, Any]] = {}
+    decided: list[dict[str, Any]] = []
+    for change in inputs.changes:
+        entry = entries.get(change["id"])
+        if entry is None:
+            if change.get("classification") == "review":
+                raise PendingDecisions(f"{change['id']} ({change.get('summary')}) has no decision")
+            answer, by = dec.recommended(change) or {}, "auto"
+        else:
+            answer, by = dec.answer_of(entry), entry.get("decided_by", "?")
+        answers[change["id"]] = answer
+        decided.append({"id": change["id"], "kind": change["kind"], "table": change["table"],
+                        "column": change.get("column"), "classification": change.get("classification"),
+                        "summary": change.get("summary"), "answer": answer, "decided_by": by})
+
+    to_hash = str(inputs.changes_doc.get("to_hash"))
+    applied = to_hash[:12]
+    updates = {cid: {**entries[cid], "applied_in": entries[cid].get("applied_in") or applied}
+               for cid in entries if cid in answers}
+    record = {"format_version": FORMAT_VERSION, "from_hash": inputs.changes_doc.get("from_hash"),
+              "to_hash": to_hash, "changes": decided}
+
+    result: dict[str, Any] = {"status": "accepted", "to_hash": to_hash, "changes": len(decided),
+                              "automatic": sum(1 for d in decided if d["decided_by"] == "auto"),
+                              "plan": None, "plan_json": None, "migration": None}
+    try:
+        previous = read_json(decided_path()) if decided_path().is_file() else None
+    except ValueError:  # a damaged record is simply rewritten
+        previous = None
+    new_acceptance = previous != json.loads(json.dumps(record, default=str))
+    if decided and new_acceptance:
+        # Built before anything is written: a bad answer (a default that does not fit) must not
+        # leave a half-accepted state behind.
+        from etl.model.plan import build_plan, render_md
+        from etl.stages.migrate import migrations_dir, write_script
+
+        plan, steps = build_plan(inputs.changes_doc, answers, inputs.accepted, inputs.current,
+                                 rules=_rules(), decisions_doc={"decisions": entries},
+                                 db=_counting_db(cfg, counts),
+                                 openapi_before=paths.generated / "openapi.yaml",
+                                 tests_dir=paths.generated / "tests")
+        stamp = _timestamp()
+        migration = None
+        if steps:
+            migration = _free_name(migrations_dir(), stamp, ".js")
+            write_script(migration, steps, [
+                f"schema {str(inputs.changes_doc.get('from_hash') or 'none')[:12]} -> {applied}",
+                "written by `etl decide`; run with `etl migrate` or `mongosh <uri>/<db> <this file>`"])
+            result["migration"] = str(migration.relative_to(paths.root))
+        md = _free_name(paths.reports, f"update-plan-{stamp}", ".md")
+        plan["migration"] = result["migration"]
+        write_if_changed(md, render_md(plan, result["migration"], stamp))
+        write_json_if_changed(md.with_suffix(".json"), plan)
+        result["plan"] = str(md.relative_to(paths.root))
+        result["plan_json"] = str(md.with_suffix(".json").relative_to(paths.root))
+
+    path = dec.decisions_path()
+    existing = path.read_text(encoding="utf-8") if path.is_file() else None
+    if updates or existing is None:
+        write_if_changed(path, dec.render(existing, updates))
+    write_json_if_changed(decided_path(), record)
+    # Compared by schema hash, not bytes: a new snapshot of the same schema differs only in
+    # when it was taken, and the tracked accepted.json must not churn every night.
+    same_schema = inputs.accepted is not None and inputs.accepted.get("hash") == inputs.current.get("hash")
+    result["accepted_written"] = False if same_schema else write_if_changed(accepted_path(), inputs.current_bytes)
+    for stale in (pending_path(), pending_path().with_suffix(".md"), skipped_path()):
+        stale.unlink(missing_ok=True)
+    log.info("accepted schema %s: %d changes (%d automatic)", applied, result["changes"], result["automatic"])
+    return result
+
+
+def skip(inputs: Inputs) -> dict[str, Any]:
+    """Keep the accepted schema for this run; later stages load with it."""
+    if inputs.accepted is None:
+        raise DecisionError("there is no accepted schema yet, so schema updates cannot be skipped",
+                            hint="apply or review the changes once")
+    marker = {"format_version": FORMAT_VERSION, "accepted_hash": inputs.accepted.get("hash"),
+              "to_hash": inputs.changes_doc.get("to_hash"),
+              "changes": [c["id"] for c in inputs.changes]}
+    write_json_if_changed(skipped_path(), marker)
+    log.info("schema updates skipped; loading with accepted schema %s", str(inputs.accepted.get("hash"))[:12])
+    return marker
+
+
+# ---------------------------------------------------------------------------------------------
+# Interactive
+# ---------------------------------------------------------------------------------------------
+
+def present(changes: list[dict[str, Any]]) -> str:
+    return "Detected Schema Changes:\n" + "\n".join(f"- {c.get('summary') or c['kind']}" for c in changes)
+
+
+def _choose(text: str, options: list[tuple[str, str]], default: int = 1) -> int:
+    """Numbered options; an answer out of range (or not a number) is asked again."""
+    click.echo(text)
+    for i, (_, label) in enumerate(options, 1):
+        click.echo(f"  [{i}] {label}")
+    return click.prompt("Choice", type=click.IntRange(1, len(options)), default=default)
+
+
+def _value_prompt(text: str, check: Callable[[str], Any]) -> Any:
+    def proc(raw: str) -> Any:
+        try:
+            return check(raw)
+        except (ValueError, DecisionError) as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return click.prompt(text, value_proc=proc)
+
+
+def _default_parser(bson: str) -> Callable[[str], Any]:
+    from etl.model.plan import coerce_default
+
+    def parse(raw: str) -> Any:
+        raw = raw.strip()
+        if not raw:
+            raise ValueError("a value is needed")
+        if bson in ("int", "long", "double", "bool"):
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                value = raw
+        else:
+            value = raw  # text, dates and decimals are kept as typed: 12.50 stays 12.50
+        coerce_default(value, bson)
+        return value
+
+    return parse
+
+
+def _backfill_parser(raw: str) -> str:
+    from etl.model import expr
+
+    raw = raw.strip()
+    try:
+        expr.parse(raw)
+    except expr.ExpressionError as exc:
+        raise ValueError(f"not a valid expression: {exc}") from None
+    return raw
+
+
+def ask(change: dict[str, Any], after, index: int, total: int) -> dict[str, Any]:
+    """The seed's questions for one change; returns the answer (no bookkeeping keys)."""
+    kind, table, column = change["kind"], change["table"], change.get("column")
+    frm, to = change.get("from") or {}, change.get("to") or {}
+    click.echo("")
+    click.echo(f"[{index}/{total}] {change.get('summary') or kind}  ({change.get('classification')}: "
+               f"{change.get('reason') or 'no reason given'})")
+    impact = change.get("impact") or {}
+    click.echo(f"  Impact: {_impact_line(impact)}")
+    flagged = [f"{label} {impact[key]}" for key, label in (("api", "API"), ("ui", "UI"))
+               if impact.get(key) in ("breaking", "review")]
+    if flagged:
+        click.echo(f"  UI/API impact: {', '.join(flagged)} — clients reading "
+                   f"{collection_name(table)}{'.' + column if column else ''} need a look")
+    rec = dec.recommended(change) or {}
+    where = f"{collection_name(table)}.{column}" if column else collection_name(table)
+
+    if kind == "column_added":
+        from etl.model.plan import field_info
+
+        info = field_info(after, table, column)
+        nullable = to.get("nullable", True)
+        options = ([("accept", f"load it as {info.field} ({info.bson}); existing documents get no value")]
+                   if nullable else [])
+        options += [("default", "set a default value in existing documents"),
+                    ("backfill", "backfill existing documents with an expression over the row's columns")]
+        title = (f"How should the new field {where} be mapped?" if nullable
+                 else f"New required field {where} ({info.bson}): what do existing documents get?")
+        picked = options[_choose(title, options) - 1][0]
+        if picked == "accept":
+            return {"action": "accept"}
+        if picked == "default":
+            if "default" in rec:
+                click.echo(f"  (PostgreSQL's default is {rec['default']!r})")
+            return {"default": _value_prompt(f"Default value for {info.field} ({info.bson})",
+                                             _default_parser(info.bson))}
+        return {"backfill": _value_prompt(f"Backfill expression for {info.field}", _backfill_parser)}
+    if kind == "column_type_changed":
+        options = [("fail", "fail the run (nothing is changed)"), ("set_null", "set it to null"),
+                   ("keep_old", f"keep the old value in {column}__old (the field becomes null)")]
+        picked = options[_choose(f"Migration strategy for {where} ({frm.get('type')} → {to.get('type')}): "
+                                 "values are cast. If a value cannot be cast:", options) - 1][0]
+        return {"strategy": "cast", "on_failure": picked}
+    if kind in ("column_renamed", "table_renamed"):
+        old = frm.get("name") or frm.get("table") or column or table
+        new = to.get("name") or to.get("table") or "?"
+        options = [("rename", "rename: existing values move to the new name"),
+                   ("drop_add", "drop + add: old values are removed, the new one starts empty")]
+        return {"action": options[_choose(f"Is {old} → {new} a rename, or a drop plus an add?", options) - 1][0]}
+    if kind in ("column_removed", "table_removed"):
+        archived = f"{column}__archived" if column else f"{collection_name(table)}__archived"
+        options = [("drop", "drop: remove it from existing documents" if column else "drop the collection"),
+                   ("archive", f"archive: keep existing values as {archived}")]
+        default = 2 if rec.get("action") == "archive" else 1
+        return {"action": options[_choose(f"{where} no longer exists in PostgreSQL. What happens to it?",
+                                          options, default) - 1][0]}
+    if kind == "table_added":
+        options = [("load", f"load it into a new collection {collection_name(table)}"), ("ignore", "ignore it")]
+        return {"action": options[_choose(f"New table {table}:", options) - 1][0]}
+    options = [("accept", "accept"), ("reject", "reject (keep the previous form)")]
+    return {"action": options[_choose(f"{kind.replace('_', ' ')} on {where}:", options) - 1][0]}
+
+
+def prompt_decisions(inputs: Inputs, decided_by: str) -> tuple[str, dict[str, dict[str, Any]]]:
+    """Ask; returns (choice, new entries). Nothing is written here, so Ctrl-C loses nothing."""
+    changes = inputs.changes
+    click.echo(present(changes))
+    click.echo("")
+    choice = click.prompt(MENU + "\nChoice", type=click.IntRange(1, 4))
+    if choice == 3:
+        return "skip", {}
+    if choice == 4:
+        return "abort", {}
+    after = _after_index(inputs)
+    recorded = inputs.decisions.entries
+    new: dict[str, dict[str, Any]] = {}
+    todo = [c for c in changes if c["id"] not in recorded]
+    for change in changes:
+        if change["id"] in recorded:
+            click.echo(f"- {change.get('summary')}: recorded decision {dec.answer_of(recorded[change['id']])} "
+                       f"by {recorded[change['id']].get('decided_by')}")
+    if choice == 1:
+        for change in todo:
+            rec = dec.recommended(change)
+            if rec is None:
+                click.echo(f"{change.get('summary')}: no automatic answer for a required field without a default.")
+                rec = ask(change, after, 1, 1)
+            if change.get("classification") == "review":
+                new[change["id"]] = dec.make_entry(change, {**rec, "note": "apply all"}, decided_by)
+        return "apply", new
+    for i, change in enumerate(todo, 1):
+        answer = ask(change, after, i, len(todo))
+        if change.get("classification") == "review" or answer != dec.recommended(change):
+            new[change["id"]] = dec.make_entry(change, answer, decided_by)
+    return "review", new
+
+
+# ---------------------------------------------------------------------------------------------
+# Command
+# ---------------------------------------------------------------------------------------------
+
+def _echo_pending(payload: dict[str, Any], paths_written: tuple[Path, Path]) -> None:
+    click.echo(f"{len(payload['pending'])} schema changes wait for a decision:")
+    for item in payload["pending"]:
+        click.echo(f"- {item['summary'] or item['kind']} [{item['id']}]: {_answers_text(item)}")
+    rel = [str(p.relative_to(paths.root)) for p in paths_written]
+    click.echo(f"Wrote {rel[0]} and {rel[1]}. Decide with `etl decide --interactive`, "
+               "`etl decide --decisions FILE`, or in schemas/decisions.yaml.")
+
+
+def _echo_accepted(result: dict[str, Any]) -> None:
+    if not result["changes"]:
+        click.echo(f"No schema changes; accepted schema {result['to_hash'][:12]} is current.")
+        return
+    click.echo(f"Accepted schema {result['to_hash'][:12]}: {result['changes']} changes "
+               f"({result['automatic']} safe, applied automatically).")
+    if result["plan"]:
+        click.echo(f"Update plan: {result['plan']}")
+    if result["migration"]:
+        click.echo(f"Migration: {result['migration']} (applied by the incremental load)")
+
+
+@click.command("decide")
+@click.option("--interactive", is_flag=True, help="Show the changes and ask (the default on a terminal).")
+@click.option("--yes-safe", is_flag=True, help="Unattended: apply safe changes, replay recorded decisions.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the outcome (pending changes with allowed answers) as JSON.")
+@click.option("--decisions", "answers_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Apply a file of answers (YAML or JSON), merged into schemas/decisions.yaml.")
+@click.option("--by", "decided_by", default=None, help="Who decides (default: the login name).")
+@click.option("--counts/--no-counts", default=True, help="Count affected documents for the plan.")
+@config_options
+def decide_cmd(cfg, interactive: bool, yes_safe: bool, as_json: bool, answers_file: Path | None,
+               decided_by: str | None, counts: bool):
+    """Apply safe schema changes and the recorded decisions; ask for, or stop on, the rest.
+
+    Without a terminal (cron) or with --yes-safe, review changes that have no decision in
+    schemas/decisions.yaml stop the run with exit 3 and data/changes/pending.json. With
+    --interactive, presents the changes and asks. Agents use --json and --decisions FILE.
+
+    Example: etl decide --decisions answers.yaml --by ci
+    """
+    if interactive and (as_json or yes_safe):
+        raise click.UsageError("--interactive cannot be combined with --json or --yes-safe")
+    decided_by = decided_by or _login()
+    inputs = load_inputs()
+    new: dict[str, dict[str, Any]] = {}
+    if answers_file is not None:
+        new = dec.load_answers(answers_file, inputs.changes, decided_by)
+        _check_defaults(inputs, new, lambda cid: answers_file.name)
+        _merge(inputs, new)
+        new = {}
+    ask_person = interactive or (not (yes_safe or as_json or answers_file) and sys.stdin.isatty())
+
+    if ask_person and inputs.changes:
+        choice, new = prompt_decisions(inputs, decided_by)
+        if choice == "abort":
+            raise DecisionError("aborted at the prompt; nothing was changed")
+        if choice == "skip":
+            marker = skip(inputs)
+            click.echo(f"Skipped schema updates: this run loads with the previously accepted schema "
+                       f"{str(marker['accepted_hash'])[:12]}; the {len(inputs.changes)} detected changes "
+                       "(new columns included) are not applied.")
+            breaking = [c for c in inputs.changes if c["kind"] in _READS_MISSING]
+            if breaking:
+                click.echo(f"Warning: {len(breaking)} of them remove, rename or retype something the accepted "
+                           "schema reads; the transform may fail until they are decided: "
+                           + "; ".join(c.get("summary") or c["kind"] for c in breaking), err=True)
+            return
+
+    pend = [c for c in dec.pending(inputs.changes, inputs.decisions) if c["id"] not in new]
+    if pend:
+        payload = pending_payload(inputs, pend)
+        written = write_pending(payload)
+        if as_json:
+            click.echo(json.dumps(payload, indent=2, default=str))
+        else:
+            _echo_pending(payload, written)
+        raise PendingDecisions(f"{len(pend)} schema changes wait for a decision; MongoDB was not touched")
+
+    result = accept(inputs, new, cfg=cfg, counts=counts)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+    else:
+        _echo_accepted(result)
+
+
+def _merge(inputs: Inputs, new: dict[str, dict[str, Any]]) -> None:
+    """Write answers into schemas/decisions.yaml now (they stand even if others are pending)."""
+    if not new:
+        return
+    path = dec.decisions_path()
+    existing = path.read_text(encoding="utf-8") if path.is_file() else None
+    write_if_changed(path, dec.render(existing, new))
+    inputs.decisions = dec.load_decisions(path)
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

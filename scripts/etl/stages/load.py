@@ -1,0 +1,421 @@
+"""`etl load`: the transformed documents into MongoDB, after a backup.
+
+* full (default): every collection is loaded into a staging collection
+  `<name>__staging_<runid>` (ETL_BATCH_SIZE documents per insert), its validator and indexes
+  are built there and its acknowledged count checked; only when every staging collection is
+  complete is each one renamed over the live one (`renameCollection … dropTarget`). Readers see the old
+  or the new collection, never a partial one; a failure before the swaps drops the staging
+  collections and leaves the old data untouched.
+* incremental: upsert by `_id` (ReplaceOne, upsert), so documents that exist only in MongoDB
+  (local test data) stay; `--prune` removes the documents whose rows are gone. Collections of
+  tables without a primary key have no stable `_id` and are always loaded in full.
+* `--drop-database` (the seed's "Full refresh"): after the staging collections are complete,
+  every other collection of the database is dropped, then the swaps run. Needs `--yes`.
+* `--db NAME` loads a parallel database (`bravo-1-20250628`); the main one is not touched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import bson
+import click
+from bson.raw_bson import RawBSONDocument
+from pymongo import InsertOne, ReplaceOne
+from pymongo.errors import PyMongoError
+
+from etl.model.checksums import id_key
+from etl.formats.dumpdir import CODEC, RAW_CODEC, index_specs, iter_batches, read_manifest, read_metadata, verify
+from etl.cli import config_options
+from etl.core.config import Config
+from etl.core.errors import BackupError, LoadError
+from etl.core.fsutil import write_atomic
+from etl.adapters.mongodb import check_db_name, connect, describe
+from etl.core.paths import paths
+from etl.core.progress import Progress
+
+log = logging.getLogger("etl.load")
+
+MODES = ("full", "incremental")
+
+
+@dataclass
+class LoadResult:
+    database: str
+    mode: str
+    backup_version: str | None
+    counts: dict[str, int] = field(default_factory=dict)
+    pruned: dict[str, int] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    # Collections whose validator the server dropped in renameCollection, set again by collMod.
+    revalidated: list[str] = field(default_factory=list)
+    migrations: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    # Where a full load's time went: documents into staging, indexes and validators built
+    # there, the swaps.
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+def insert_batch(coll, docs: list) -> int:
+    """One batch into `coll` (ordered: a failure stops at the failing document); the number of
+    documents the server acknowledged (its `n`). Not `insert_many(...).inserted_ids`: pymongo
+    collects ids only from documents it decoded, so for raw BSON that list stays empty."""
+    return coll.bulk_write([InsertOne(doc) for doc in docs], ordered=True).inserted_count
+
+
+def _staging_options(meta: dict[str, Any], schema: dict[str, Any] | None, cfg: Config) -> dict[str, Any]:
+    """The collection options a staging collection gets: the validator of the canonical schema
+    (or, without one, the options the transform wrote into the metadata)."""
+    if schema is not None:
+        from etl.stages.mongo_schema import validation_options, validator_for
+
+        return {"validator": validator_for(schema), **validation_options(cfg["ETL_SCHEMA_STRICT_MODE"])}
+    return {k: v for k, v in (meta.get("options") or {}).items() if k not in ("uuid",)}
+
+
+def _enforced(options: dict[str, Any]) -> bool:
+    """Does the validator refuse documents (validationAction error, MongoDB's default)?"""
+    return "validator" in options and options.get("validationAction", "error") == "error"
+
+
+def _create_staging(mdb, name: str, staging: str, options: dict[str, Any]) -> None:
+    """The staging collection. A validator that refuses documents is there before the first
+    one arrives, so a bad document stops the load at its batch; one that only warns is set
+    after the documents (see _finish_staging): checking each insert against it would cost
+    the server the same work and tell nobody anything."""
+    from etl.stages.mongo_schema import VALIDATION_OPTIONS
+
+    if not _enforced(options):
+        options = {k: v for k, v in options.items() if k not in VALIDATION_OPTIONS}
+    try:
+        mdb.create_collection(staging, **options)
+    except PyMongoError as exc:
+        raise LoadError(f"{name}: creating its staging collection failed: {describe(exc)}") from None
+
+
+def _finish_staging(mdb, name: str, staging: str, options: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Indexes, then the validator that only warns, on a staging collection that holds all
+    its documents. One index build per index costs less than keeping each index up to date
+    through every insert, on MongoDB as on the managed server; a duplicate key fails the
+    build with the key in the server's message, and the load stops before any swap."""
+    from etl.stages.mongo_schema import VALIDATION_OPTIONS
+
+    coll = mdb[staging]
+    try:
+        _create_indexes(coll, meta)
+    except PyMongoError as exc:
+        raise LoadError(f"{name}: building its indexes failed: {describe(exc)}") from None
+    validation = {k: v for k, v in options.items() if k in VALIDATION_OPTIONS}
+    if validation and not _enforced(options):
+        try:
+            mdb.command({"collMod": staging, **validation})
+        except PyMongoError as exc:
+            raise LoadError(f"{name}: collMod with its validator failed: {describe(exc)}") from None
+
+
+def _create_indexes(coll, meta: dict[str, Any]) -> None:
+    # One create_index per index rather than create_indexes: the same command on a server,
+    # and clients that drop options from IndexModel (a partial filter) get them all.
+    for spec in index_specs(meta):
+        kwargs = {k: v for k, v in spec.items() if k != "keys"}
+        coll.create_index(spec["keys"], **kwargs)
+
+
+def _schemas() -> dict[str, dict[str, Any]]:
+    try:
+        from etl.stages.canonical import read_canonical
+
+        return read_canonical()
+    except Exception:  # noqa: BLE001 - no canonical schemas yet: the metadata's options are used
+        return {}
+
+
+def load(cfg: Config, db: str | None = None, *, source: str | None = None, mode: str = "full",
+         prune: bool = False, drop_database: bool = False, collections: list[str] | None = None,
+         backup: bool | None = None, echo: Callable[[str], None] | None = None) -> LoadResult:
+    """Load `data/transformed/<source>/` (default: the target's own folder) into database `db`."""
+    echo = echo or (lambda _m: None)
+    start = time.perf_counter()
+    db = check_db_name(db or cfg["MONGO_DB_NAME"])
+    source = check_db_name(source or db)
+    if mode not in MODES:
+        raise LoadError(f"unknown load mode {mode!r}: full or incremental")
+    folder = paths.transformed / source
+    try:
+        manifest = read_manifest(folder)
+        verify(folder, manifest)
+    except BackupError as exc:
+        raise LoadError(f"transformed data for {source}: {exc}", hint="run `make transform` first") from None
+    entries: dict[str, Any] = manifest.get("collections") or {}
+    names = sorted(collections or entries)
+    missing = [n for n in names if n not in entries]
+    if missing:
+        raise LoadError(f"{missing[0]} is not in {folder / 'manifest.json'}")
+    if db != cfg["MONGO_DB_NAME"] and db not in cfg["MONGO_PARALLEL_DBS"]:
+        echo(f"note: {db} is neither MONGO_DB_NAME nor listed in MONGO_PARALLEL_DBS")
+    batch_size = cfg["ETL_BATCH_SIZE"]
+    backup = cfg["MONGO_BACKUP_BEFORE_LOAD"] if backup is None else backup
+    result = LoadResult(db, mode, None)
+    client = connect(cfg["MONGO_URI"])
+    try:
+        mdb = client[db]
+        existing = set(mdb.list_collection_names())
+        doomed = sorted(n for n in existing if drop_database and n not in names and not n.startswith("system."))
+        if backup:
+            from etl.stages.backup import take_backup
+
+            result.backup_version = take_backup(cfg, db, sorted(set(names) | set(doomed)),
+                                                reason=f"before {mode} load", client=client)
+            if result.backup_version:
+                echo(f"backup {result.backup_version} of {db} taken")
+        if mode == "incremental":
+            # Documents that exist only here are kept by an incremental load, so they must
+            # follow the accepted schema too: decide's migration scripts (renames, defaults,
+            # casts) run first, recorded with the backup they ran against.
+            from etl.stages.migrate import apply_pending
+
+            result.migrations = apply_pending(mdb, result.backup_version)
+            for applied in result.migrations:
+                if applied.get("status") == "applied":
+                    echo(f"migration {Path(applied['script']).name} applied "
+                         f"(backup {result.backup_version or 'none'})")
+        full = [n for n in names if mode == "full" or entries[n].get("id") == "none"]
+        incremental = [n for n in names if n not in full]
+        for n in full:
+            if mode == "incremental":
+                result.notes.append(f"{n}: no primary key, loaded in full")
+        from etl.model.mapping import archived_fields
+
+        archived = {n: archived_fields(n) for n in names}
+        if full:
+            _load_full(cfg, mdb, folder, full, entries, batch_size, doomed, result, echo, archived)
+        for n in incremental:
+            _load_incremental(mdb, folder, n, entries[n], batch_size, prune, result, echo, archived[n])
+    except PyMongoError as exc:
+        raise LoadError(f"the load of {db} failed: {describe(exc)}") from None
+    finally:
+        client.close()
+    result.seconds = time.perf_counter() - start
+    _stamp(db, manifest, result)
+    return result
+
+
+def _carry_archived(live, batch: list, keep: list[tuple[str, str]]) -> tuple[list, int]:
+    """`batch` (raw documents) with the archived fields of the same `_id`s in `live` added.
+    `keep` holds (field, archived name) pairs: a removed column's values live only in MongoDB,
+    under the archived name once the decision's migration ran, or still under the field's own
+    name when it has not (a full load does not run migrations); either way they land under the
+    archived name. Returns the batch and how many documents got some."""
+    ids = [d["_id"] for d in batch if "_id" in d]
+    if not ids or not keep:
+        return batch, 0
+    found = {}
+    projection = {name: 1 for pair in keep for name in pair}
+    for old in live.find({"_id": {"$in": ids}}, projection):
+        fields = {}
+        for source, archived in keep:
+            if archived in old:
+                fields[archived] = (old[archived], None)
+            elif source in old:
+                fields[archived] = (old[source], source)
+        if fields:
+            found[id_key(old["_id"])] = fields
+    if not found:
+        return batch, 0
+    out, carried = [], 0
+    for raw in batch:
+        fields = found.get(id_key(raw["_id"])) if "_id" in raw else None
+        if fields:
+            doc = bson.decode(raw.raw, codec_options=CODEC)
+            # A field the transform writes again (a new column of the same name) is not the
+            # removed one: only its archived copy counts then.
+            add = {f: v for f, (v, source) in fields.items() if f not in doc and (source is None or source not in doc)}
+            if add:
+                doc.update(add)
+                raw = RawBSONDocument(bson.encode(doc, codec_options=CODEC), RAW_CODEC)
+                carried += 1
+        out.append(raw)
+    return out, carried
+
+
+def _load_full(cfg: Config, mdb, folder: Path, names: list[str], entries: dict[str, Any], batch_size: int,
+               doomed: list[str], result: LoadResult, echo: Callable[[str], None],
+               archived: dict[str, list[tuple[str, str]]] | None = None) -> None:
+    run_id = uuid.uuid4().hex[:8]
+    staging = {n: f"{n}__staging_{run_id}" for n in names}
+    # A load killed outright (SIGKILL, power) cannot drop its staging collections; the next
+    # full load of the same collections does.
+    leftovers = [c for c in mdb.list_collection_names() if c.partition("__staging_")[0] in names
+                 and "__staging_" in c]
+    if leftovers:
+        result.notes.append(f"dropped staging collections of an interrupted load: {', '.join(sorted(leftovers))}")
+        _drop_all(mdb, leftovers)
+    schemas = _schemas()
+    created: dict[str, dict[str, Any]] = {}
+    current = ""
+    try:
+        for n in names:
+            current = n
+            meta = read_metadata(folder / f"{n}.metadata.json")
+            created[n] = _staging_options(meta, schemas.get(n), cfg)
+            _create_staging(mdb, n, staging[n], created[n])
+            coll = mdb[staging[n]]
+            want = int(entries[n]["count"])
+            keep = (archived or {}).get(n) or []
+            carried = have = 0
+            started = time.perf_counter()
+            with Progress(f"load {mdb.name}.{n}", total=want, unit="docs") as bar:
+                for batch in iter_batches(folder / f"{n}.bson", batch_size):
+                    if keep:
+                        batch, k = _carry_archived(mdb[n], batch, keep)
+                        carried += k
+                    have += insert_batch(coll, batch)
+                    bar.advance(len(batch))
+            _phase(result, "insert", started)
+            if keep:
+                result.notes.append(f"{n}: archived fields ({', '.join(a for _, a in keep)}) carried over on "
+                                    f"{carried} documents")
+            # What the server acknowledged, summed over the batches.
+            if have != want:
+                raise LoadError(f"{n}: the server acknowledged {have} documents into staging, the manifest says {want}")
+            started = time.perf_counter()
+            _finish_staging(mdb, n, staging[n], created[n], meta)
+            _phase(result, "indexes", started)
+            result.counts[n] = have
+    except BaseException as exc:
+        _drop_all(mdb, staging.values())
+        if isinstance(exc, LoadError):
+            raise LoadError(f"{exc} (old collections untouched, staging dropped)") from None
+        if isinstance(exc, PyMongoError):
+            raise LoadError(f"loading {mdb.name}.{current} failed before any swap: {describe(exc)} "
+                            "(old collections untouched, staging dropped)") from None
+        raise
+    for n in doomed:
+        mdb.drop_collection(n)
+        result.dropped.append(n)
+    from etl.stages.mongo_schema import keep_options
+
+    swapped: list[str] = []
+    started = time.perf_counter()
+    for n in names:
+        try:
+            mdb[staging[n]].rename(n, dropTarget=True)
+            swapped.append(n)
+            if keep_options(mdb, n, created[n]):
+                result.revalidated.append(n)
+        except PyMongoError as exc:
+            _drop_all(mdb, [staging[m] for m in names if m not in swapped])
+            done = f"; already swapped: {', '.join(swapped)}" if swapped else ""
+            raise LoadError(f"renameCollection {staging[n]} -> {n} with dropTarget failed: "
+                            f"{describe(exc)}{done}") from None
+        echo(f"{n}: {result.counts[n]} documents swapped in")
+    _phase(result, "swap", started)
+
+
+def _phase(result: LoadResult, name: str, started: float) -> None:
+    result.phases[name] = round(result.phases.get(name, 0.0) + time.perf_counter() - started, 3)
+
+
+def _drop_all(mdb, names) -> None:
+    for name in names:
+        try:
+            mdb.drop_collection(name)
+        except PyMongoError as exc:  # best effort while reporting the first error
+            log.warning("could not drop staging collection %s: %s", name, describe(exc))
+
+
+def _load_incremental(mdb, folder: Path, name: str, entry: dict[str, Any], batch_size: int, prune: bool,
+                      result: LoadResult, echo: Callable[[str], None],
+                      keep: list[tuple[str, str]] | None = None) -> None:
+    meta = read_metadata(folder / f"{name}.metadata.json")
+    coll = mdb[name]
+    seen: set[bytes] = set()  # id_key of every _id the export holds
+    upserted = 0
+    with Progress(f"upsert {mdb.name}.{name}", total=int(entry["count"]), unit="docs") as bar:
+        carried = 0
+        for batch in iter_batches(folder / f"{name}.bson", batch_size):
+            if keep:
+                batch, k = _carry_archived(coll, batch, keep)
+                carried += k
+            docs = [bson.decode(d.raw, codec_options=CODEC) for d in batch]
+            if prune:
+                seen.update(id_key(d["_id"]) for d in docs)
+            coll.bulk_write([ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs], ordered=False)
+            upserted += len(docs)
+            bar.advance(len(docs))
+    _create_indexes(coll, meta)
+    if keep:
+        result.notes.append(f"{name}: archived fields ({', '.join(a for _, a in keep)}) carried over on "
+                            f"{carried} documents")
+    result.counts[name] = upserted
+    if prune:
+        gone = [doc["_id"] for doc in coll.with_options(codec_options=CODEC).find({}, {"_id": 1})
+                if id_key(doc["_id"]) not in seen]
+        for i in range(0, len(gone), batch_size):
+            coll.delete_many({"_id": {"$in": gone[i:i + batch_size]}})
+        result.pruned[name] = len(gone)
+    echo(f"{name}: {upserted} documents upserted" + (f", {result.pruned[name]} pruned" if prune else ""))
+
+
+def _stamp(db: str, manifest: dict[str, Any], result: LoadResult) -> None:
+    """`.make/<db>/load.stamp`: what was loaded, and the backup taken before (validate and
+    rollback read `backup_version`)."""
+    body = {"database": db, "mode": result.mode, "backup_version": result.backup_version,
+            "transform_version": manifest.get("version"), "counts": result.counts, "pruned": result.pruned,
+            "dropped": result.dropped, "notes": result.notes, "revalidated": result.revalidated,
+            "migrations": [{k: m.get(k) for k in ("script", "status", "backup_version")} for m in result.migrations],
+            "loaded_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    write_atomic(paths.make_stamps / db / "load.stamp", json.dumps(body, indent=2, sort_keys=True) + "\n")
+
+
+@click.command("load")
+@click.option("--db", "db", help="Target database (default MONGO_DB_NAME); another name loads a parallel database.")
+@click.option("--from", "source", help="Folder data/transformed/<name>/ to load (default: the target's own).")
+@click.option("--mode", type=click.Choice(MODES), default="full", show_default=True,
+              help="full: staging + atomic swap; incremental: upsert by _id, local-only documents kept.")
+@click.option("--prune", is_flag=True, help="incremental: remove documents whose rows are gone.")
+@click.option("--drop-database", is_flag=True, help="Full refresh: drop every other collection of the database.")
+@click.option("--collection", "collections", multiple=True, help="Only this collection (repeatable).")
+@click.option("--no-backup", is_flag=True, help="Skip the backup even when MONGO_BACKUP_BEFORE_LOAD is true.")
+@click.option("--yes", is_flag=True, help="Confirm a destructive option (--drop-database, --prune).")
+@config_options
+def load_cmd(cfg: Config, db: str | None, source: str | None, mode: str, prune: bool, drop_database: bool,
+             collections: tuple[str, ...], no_backup: bool, yes: bool):
+    """Load data/transformed/<db>/ into MongoDB, after a backup (MONGO_BACKUP_BEFORE_LOAD).
+
+    Example: etl load --db bravo-1-20250628 --from bravo-1
+    """
+    target = check_db_name(db or cfg["MONGO_DB_NAME"])
+    if prune and mode != "incremental":
+        raise LoadError("--prune applies to --mode incremental (a full load replaces every collection)")
+    if (drop_database or prune) and not yes:
+        what = (f"drop every collection of {target} that the load does not bring"
+                if drop_database else f"delete the documents of {target} whose rows are gone, local-only ones included")
+        raise LoadError(f"this would {what}", hint="add --yes to go ahead")
+    result = load(cfg, target, source=source, mode=mode, prune=prune, drop_database=drop_database,
+                  collections=list(collections) or None, backup=False if no_backup else None,
+                  echo=lambda m: click.echo(m, err=True))
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    if result.revalidated:
+        click.echo(f"note: the server dropped the validator of {len(result.revalidated)} collection(s) in "
+                   "renameCollection (MongoDB keeps it); each was set again with collMod", err=True)
+    total = sum(result.counts.values())
+    from etl.run.runlog import current_stage
+
+    if (stage := current_stage()) is not None:  # the run's summary table and audit record
+        stage.counts["documents"] = total
+        if result.backup_version:
+            stage.info["backup_version"] = result.backup_version
+    phases = ", ".join(f"{name} {secs:.1f}s" for name, secs in result.phases.items())
+    click.echo(f"loaded {total} documents into {len(result.counts)} collections of {target} ({mode}) in "
+               f"{result.seconds:.1f}s" + (f" ({phases})" if phases else "") + (f"; backup {result.backup_version}" if result.backup_version else "")
+               + (f"; dropped {', '.join(result.dropped)}" if result.dropped else ""))

@@ -1,0 +1,109 @@
+"""Stage 2: restore the acquired dump into LOCAL_PG_DB.
+
+The dump is restored into a scratch database first (parallel `pg_restore -j`); only when that
+succeeds is LOCAL_PG_DB dropped and the scratch database renamed into its place. A failed
+restore leaves the previous database as it was. data/restored.json records which dump the
+database holds, so an unchanged dump is not restored twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+
+import click
+import psycopg
+from psycopg import sql
+
+from etl.stages.acquire import current_pointer
+from etl.cli import config_options
+from etl.core.config import Config, pg_conninfo
+from etl.core.errors import DatabaseError, RestoreError, SourceError
+from etl.core.fsutil import read_json, write_json_if_changed
+from etl.core.paths import paths
+from etl.adapters.services import pg_tool
+
+log = logging.getLogger("etl.restore")
+
+
+def admin_connect(cfg: Config) -> psycopg.Connection:
+    try:
+        return psycopg.connect(pg_conninfo(cfg, "postgres"), autocommit=True)
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatabaseError(
+            f"PostgreSQL at {cfg['LOCAL_PG_HOST']}:{cfg['LOCAL_PG_PORT']} is not reachable: {first}",
+            hint="run `make services-up`, or check LOCAL_PG_* settings") from None
+
+
+def database_exists(conn: psycopg.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def restore(cfg: Config, jobs: int | None = None, force: bool = False) -> dict:
+    pointer = current_pointer()
+    if pointer is None:
+        raise SourceError("no dump acquired yet", hint="run `etl acquire` (or `make acquire`) first")
+    target = cfg["LOCAL_PG_DB"]
+    if pointer["source"] == "local":
+        record = {"source": "local", "database": target}
+        write_json_if_changed(paths.restored, record)
+        return record
+    dump = paths.root / pointer["file"]
+    if not dump.is_file():
+        raise SourceError(f"the current dump {pointer['file']} is missing", hint="run `etl acquire` again")
+    record = {"source": pointer["source"], "database": target, "dump": pointer["file"], "sha256": pointer["sha256"]}
+    with admin_connect(cfg) as conn:
+        try:
+            done = read_json(paths.restored)
+        except (FileNotFoundError, ValueError):
+            done = None
+        if not force and done == record and database_exists(conn, target):
+            click.echo(f"restore: {target} already holds {pointer['file']}; nothing to do", err=True)
+            return record
+        scratch = f"{target}__restoring"
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(scratch)))
+        jobs = jobs or max(2, os.cpu_count() or 2)
+        started = time.monotonic()
+        click.echo(f"restore: pg_restore -j {jobs} {pointer['file']} into {target} …", err=True)
+        env = dict(os.environ)
+        if cfg["LOCAL_PG_PASSWORD"]:
+            env["PGPASSWORD"] = cfg["LOCAL_PG_PASSWORD"]
+        proc = subprocess.run(
+            [pg_tool("pg_restore"), "-j", str(jobs), "--no-owner", "--no-privileges", "--exit-on-error",
+             "-h", cfg["LOCAL_PG_HOST"], "-p", str(cfg["LOCAL_PG_PORT"]), "-U", cfg["LOCAL_PG_USER"],
+             "-d", scratch, str(dump)],
+            capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
+            reason = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RestoreError(f"pg_restore of {pointer['file']} failed: {reason}",
+                               hint=f"{target} was left as it was")
+        # Swap: the only moment the target is absent is between these two statements.
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target)))
+        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(scratch), sql.Identifier(target)))
+        with psycopg.connect(pg_conninfo(cfg, target), autocommit=True) as db:
+            db.execute("ANALYZE")  # fresh statistics: row estimates drive progress and fingerprints
+    write_json_if_changed(paths.restored, record)
+    log.info("restored %s into %s in %.1fs", pointer["file"], target, time.monotonic() - started)
+    click.echo(f"restore: {target} restored in {time.monotonic() - started:.1f}s", err=True)
+    return record
+
+
+@click.command("restore")
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), help="Parallel pg_restore jobs (default: cores).")
+@click.option("--force", is_flag=True, help="Restore even when the database already holds this dump.")
+@config_options
+def restore_cmd(cfg: Config, jobs: int | None, force: bool):
+    """Restore the current dump (data/dumps/current.json) into LOCAL_PG_DB.
+
+    The dump goes into a scratch database first; LOCAL_PG_DB is replaced only when the
+    restore succeeded. With --source local nothing is restored.
+
+    Example: etl restore -j 4
+    """
+    record = restore(cfg, jobs=jobs, force=force)
+    click.echo(f"restore: {record['database']} ready ({record['source']})")

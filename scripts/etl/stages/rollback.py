@@ -1,0 +1,343 @@
+"""`etl list-versions` and `etl rollback`: put a backed-up version of a database back.
+
+A backup version is `backups/<db>/<YYYY-MM-DD-NNN>/`: the mongodump layout (`<coll>.bson`,
+`<coll>.metadata.json` with indexes and options, validators included) plus `manifest.json`.
+A rollback
+
+1. refuses anything that is not a well-formed version of an existing backup of that database,
+2. checks every file against the manifest's sha256 before touching MongoDB,
+3. backs up the current state (etl.backup.take_backup), so the rollback can itself be undone,
+4. per collection, fills a staging collection (options, validator, documents, indexes) and
+   renames it over the live one (`dropTarget`), so readers see the old or the new collection,
+   never a half-restored one,
+5. verifies each restored collection's count and content checksum against the backup.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+from pymongo.errors import PyMongoError
+
+from etl.stages.backup import VERSION_RE, take_backup
+from etl.formats.dumpdir import verify
+from etl.cli import config_options
+from etl.core.config import Config
+from etl.core.errors import BackupError, DatabaseError
+from etl.core.fsutil import read_json
+from etl.adapters.mongodb import check_db_name, connect, describe
+from etl.stages.mongo_schema import keep_options
+from etl.core.paths import paths
+from etl.core.progress import Progress
+from etl.formats.dumpdir import RAW_CODEC, iter_batches, read_metadata
+from etl.model.checksums import combine, doc_digest
+from etl.stages.validate import manifest_collections
+
+log = logging.getLogger("etl.rollback")
+
+# etl.backup's take_backup skips "__staging_" collections, so an interrupted rollback's
+# leftovers never end up in a backup.
+STAGING_PREFIX = "__staging_rollback_"
+
+
+def check_version(version: str) -> str:
+    """The version if it is exactly YYYY-MM-DD-NNN; a path or shell fragment never gets further."""
+    if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
+        raise BackupError(f"malformed backup version {str(version)[:40]!r}: expected YYYY-MM-DD-NNN, "
+                          "e.g. 2025-06-28-001")
+    return version
+
+
+def version_dir(db: str, version: str) -> Path:
+    db, version = check_db_name(db), check_version(version)
+    folder = paths.backups / db / version
+    if not (folder / "manifest.json").is_file():
+        raise BackupError(f"no backup {version} of {db}", hint="`make list-versions` lists them")
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------
+# Listing
+
+
+def _size(folder: Path, manifest: dict) -> int:
+    for key in ("size", "size_bytes", "bytes"):
+        if isinstance(manifest.get(key), int):
+            return manifest[key]
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+
+
+def _source_dump(manifest: dict) -> str | None:
+    source = manifest.get("source_dump", manifest.get("source"))
+    if isinstance(source, dict):
+        return source.get("file") or source.get("name") or source.get("key") or source.get("sha256")
+    return source
+
+
+def describe_version(folder: Path) -> dict:
+    manifest = read_json(folder / "manifest.json")
+    entries = manifest_collections(manifest)
+    counts = {name: e.count for name, e in sorted(entries.items())}
+    return {
+        "version": folder.name,
+        "database": manifest.get("database") or folder.parent.name,
+        "created_at": manifest.get("created_at"),
+        "collections": sorted(entries),
+        "counts": counts,
+        "documents": sum(c or 0 for c in counts.values()),
+        "source_dump": _source_dump(manifest),
+        "schema_hash": manifest.get("schema_hash"),
+        "size": _size(folder, manifest),
+        "path": str(folder),
+    }
+
+
+def list_versions(db: str | None = None) -> list[dict]:
+    """Every backup version (of `db`, or of all databases), oldest first."""
+    root = paths.backups
+    dbs = [check_db_name(db)] if db else sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    out: list[dict] = []
+    for name in dbs:
+        base = root / name
+        if not base.is_dir():
+            continue
+        for folder in sorted(base.iterdir()):
+            if VERSION_RE.fullmatch(folder.name) and (folder / "manifest.json").is_file():
+                try:
+                    out.append(describe_version(folder))
+                except (OSError, ValueError) as exc:
+                    log.warning("backup %s is unreadable: %s", folder, exc)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Restoring
+
+
+def _pin(folder: Path) -> Path:
+    """Hard-link the version's files into a private folder: taking the pre-rollback backup may
+    prune old versions (retention), and the one being restored must survive that."""
+    pinned = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".restoring-{folder.name}-"))
+    for path in folder.iterdir():
+        if path.is_file():
+            try:
+                os.link(path, pinned / path.name)
+            except OSError:  # another filesystem or no hard links: copy instead
+                shutil.copy2(path, pinned / path.name)
+    return pinned
+
+
+def _index_specs(metadata: dict) -> list[dict]:
+    return [ix for ix in metadata.get("indexes") or [] if ix.get("name") != "_id_"]
+
+
+def _create_staging(mdb, staging: str, options: dict, name: str) -> None:
+    options = {k: v for k, v in options.items() if k not in ("uuid",)}
+    if staging in mdb.list_collection_names():
+        mdb.drop_collection(staging)  # left over by an interrupted rollback
+    try:
+        mdb.create_collection(staging, **options)
+    except PyMongoError as exc:
+        raise BackupError(f"{name}: creating it with the backup's options "
+                          f"({', '.join(sorted(options)) or 'none'}) failed: {describe(exc)}") from None
+
+
+def _swap(mdb, staging: str, name: str) -> None:
+    """One `renameCollection … dropTarget`: atomic per collection. A refusal leaves the live
+    collection as it was and drops the staging one; there is no two-step fallback, which
+    would let readers see the collection missing."""
+    try:
+        mdb[staging].rename(name, dropTarget=True)
+    except PyMongoError as exc:
+        try:
+            mdb.drop_collection(staging)
+        except PyMongoError:
+            pass
+        raise BackupError(f"{name}: renameCollection {staging} -> {name} with dropTarget failed: "
+                          f"{describe(exc)}; {name} was left as it was") from None
+
+
+def restore_collection(mdb, name: str, folder: Path, batch_size: int) -> dict:
+    """Restore one collection from `folder` into `mdb` through a staging collection; return
+    the count and content checksum of the backup file."""
+    metadata = read_metadata(folder / f"{name}.metadata.json")
+    staging = f"{STAGING_PREFIX}{name}"
+    _create_staging(mdb, staging, metadata.get("options") or {}, name)
+    target = mdb[staging]
+    digests: list[bytes] = []
+    bson_path = folder / f"{name}.bson"
+    with Progress(f"restore {name}", unit="docs") as bar:
+        for batch in iter_batches(bson_path, batch_size) if bson_path.is_file() else ():
+            digests.extend(doc_digest(doc) for doc in batch)
+            # The documents coexisted with this validator when backed up; bypassing it
+            # restores exactly what was there, including documents older than the validator.
+            target.insert_many(batch, ordered=True, bypass_document_validation=True)
+            bar.advance(len(batch))
+    for spec in _index_specs(metadata):
+        options = {k: v for k, v in spec.items() if k not in ("v", "key", "ns")}
+        target.create_index(list(spec["key"].items()), **options)
+    _swap(mdb, staging, name)
+    keep_options(mdb, name, metadata.get("options") or {})
+    return {"count": len(digests), "sha256": combine(digests),
+            "indexes": sorted(ix["name"] for ix in _index_specs(metadata))}
+
+
+def _verify_restored(mdb, name: str, expected: dict) -> None:
+    coll = mdb[name]
+    digests = [doc_digest(d) for d in coll.with_options(codec_options=RAW_CODEC).find()]
+    if len(digests) != expected["count"] or combine(digests) != expected["sha256"]:
+        raise BackupError(f"{name}: restored {len(digests)} documents that do not match the backup's "
+                          f"{expected['count']} (checksum differs)")
+    have = sorted(ix["name"] for ix in coll.list_indexes() if ix["name"] != "_id_")
+    if have != expected["indexes"]:
+        raise BackupError(f"{name}: restored indexes {have} differ from the backup's {expected['indexes']}")
+
+
+def _backup_current(cfg: Config, db: str, names: list[str]) -> str | None:
+    return take_backup(cfg, db, names, reason="before rollback") if names else None
+
+
+@dataclass
+class RollbackResult:
+    database: str
+    version: str
+    pre_rollback_backup: str | None
+    collections: dict[str, dict] = field(default_factory=dict)
+    untouched: list[str] = field(default_factory=list)
+
+
+def rollback(cfg: Config, db: str, version: str) -> RollbackResult:
+    """Restore backup `version` of `db` (see the module docstring for the steps)."""
+    db = check_db_name(db)
+    folder = version_dir(db, version)
+    entries = manifest_collections(read_json(folder / "manifest.json"))
+    if not entries:
+        raise BackupError(f"backup {version} of {db} lists no collections")
+    verify(folder)
+
+    with _exclusive():
+        return _restore(cfg, db, version, folder, entries)
+
+
+def _exclusive():
+    """The run lock, unless this process is a stage of a run that already holds it (validate's
+    rollback on invalid): a rollback must never interleave with a load."""
+    from contextlib import nullcontext
+
+    from etl.core import lock
+    from etl.run import runlog
+
+    return nullcontext() if runlog.current_run_id() else lock.acquire()
+
+
+def _restore(cfg: Config, db: str, version: str, folder: Path, entries: dict) -> RollbackResult:
+    pinned = _pin(folder)
+    client = connect(cfg["MONGO_URI"])
+    try:
+        mdb = client[db]
+        existing = set(mdb.list_collection_names())
+        pre = _backup_current(cfg, db, sorted(existing & set(entries)))
+        if pre:
+            log.info("current state of %s backed up as %s", db, pre)
+        result = RollbackResult(db, version, pre)
+        result.untouched = sorted(n for n in existing - set(entries)
+                                  if not n.startswith("system.") and "__staging_" not in n)
+        for name in sorted(entries):
+            expected = restore_collection(mdb, name, pinned, cfg["ETL_BATCH_SIZE"])
+            _verify_restored(mdb, name, expected)
+            result.collections[name] = expected
+            log.info("%s: restored %d documents from %s", name, expected["count"], version)
+    except PyMongoError as exc:  # the server went away or refused a write
+        raise DatabaseError(f"rollback of {db} to {version} failed: {describe(exc)}", hint="collections already swapped stay restored; "
+                            "rerun the rollback") from None
+    finally:
+        client.close()
+        shutil.rmtree(pinned, ignore_errors=True)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+@click.command("list-versions")
+@click.option("--db", help="Only this database (default: every database with backups).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@config_options
+def list_versions_cmd(cfg: Config, db: str | None, as_json: bool):
+    """List backup versions: database, time, collections, counts, source dump, schema, size.
+
+    Example: etl list-versions --db bravo-1
+    """
+    versions = list_versions(db)
+    if as_json:
+        click.echo(json.dumps(versions, indent=2, default=str))
+        return
+    if not versions:
+        click.echo(f"No backups{f' of {db}' if db else ''} in {paths.backups}.")
+        return
+    header = ("version", "database", "created", "colls", "documents", "source dump", "schema", "size")
+    rows = [(v["version"], v["database"], str(v["created_at"] or "")[:19], str(len(v["collections"])),
+             str(v["documents"]), str(v["source_dump"] or "-"), (v["schema_hash"] or "-")[:12],
+             _human(v["size"])) for v in versions]
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    for row in [header] + rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+@click.command("rollback")
+@click.option("--version", "version", required=True, help="Backup version, YYYY-MM-DD-NNN.")
+@click.option("--db", help="Database to restore (default: MONGO_DB_NAME).")
+@click.option("--yes", is_flag=True, help="Do not ask; required when not at a terminal.")
+@config_options
+def rollback_cmd(cfg: Config, version: str, db: str | None, yes: bool):
+    """Restore a backup version; the current state is backed up first so it can be undone.
+
+    Replaces every collection in the backup (documents, indexes, validator) and verifies
+    counts and checksums. `make rollback VERSION=…` passes --yes.
+
+    Example: etl rollback --version 2025-06-28-001 --db bravo-1 --yes
+    """
+    cfg = cfg.with_overrides({"MONGO_DB_NAME": db})
+    db = cfg["MONGO_DB_NAME"]
+    info = describe_version(version_dir(db, version))
+    what = (f"Roll {db} back to {version} ({info['created_at'] or 'time unknown'}): replaces "
+            f"{len(info['collections'])} collections ({', '.join(info['collections'])}), "
+            f"{info['documents']} documents.")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise BackupError(f"rollback of {db} to {version} needs --yes when not run at a terminal")
+        click.echo(what)
+        if not click.confirm("Proceed?", default=False):
+            raise BackupError("rollback cancelled; nothing changed")
+    from etl.run import runlog
+
+    with runlog.stage("rollback", cfg) as st:
+        result = rollback(cfg, db, version)
+        st.counts["documents"] = sum(res["count"] for res in result.collections.values())
+        st.info["rollback"] = {"version": version, "pre_rollback_backup": result.pre_rollback_backup}
+    if result.pre_rollback_backup:
+        click.echo(f"Backed up the current state as {result.pre_rollback_backup} "
+                   f"(undo: etl rollback --version {result.pre_rollback_backup} --db {db})")
+    for name, res in result.collections.items():
+        click.echo(f"  {name}: {res['count']} documents, {len(res['indexes'])} indexes, checksum verified")
+    if result.untouched:
+        click.echo(f"  not in the backup, left as they are: {', '.join(result.untouched)}")
+    click.echo(f"Restored {db} to {version}.")
