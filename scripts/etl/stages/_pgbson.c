@@ -528,12 +528,14 @@ static int json_value(Json *j, const char *key, Py_ssize_t klen, int depth) {
     return put_i64(b, (int64_t)v) ? BAD : 0;
 }
 
-/* The general path's own test (transform._JSON_BAD_KEY_SQL) for a jsonb text it cannot pass
- * through: some quote followed by a run of non-quotes and `": `, where the run starts with `$`
- * or holds `.` or a backslash. Those values go through Python there (key policies) and are
+/* The general path's own test (transform._jsonb_plain) for a jsonb text it cannot pass
+ * through: any backslash, or some quote followed by a run of non-quotes and `": `, where the
+ * run starts with `$` or holds `.`. Those values go through Python there (key policies) and are
  * appended to the document, so the row is flagged here to keep the documents identical. */
 static int jsonb_needs_general(const char *s, Py_ssize_t n) {
-    if (!memchr(s, '$', (size_t)n) && !memchr(s, '.', (size_t)n) && !memchr(s, '\\', (size_t)n))
+    if (memchr(s, '\\', (size_t)n))
+        return 1;
+    if (!memchr(s, '$', (size_t)n) && !memchr(s, '.', (size_t)n))
         return 0;
     const char *end = s + n;
     for (const char *q = memchr(s, '"', (size_t)n); q; ) {

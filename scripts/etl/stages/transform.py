@@ -74,6 +74,14 @@ _DEC_CTX = create_decimal128_context()
 _JSON_BAD_KEY_SQL = r'"(\$|[^"]*[.\\])[^"]*": '
 
 
+def _jsonb_plain(txt: str) -> str:
+    """SQL: the jsonb text has no key that a policy renames (a leading `$`, a `.`), so it can be
+    used as it is. Any backslash sends the value to Python: an escaped quote inside a key would
+    hide the key's end from the pattern, and a wrong "plain" would keep a bad key."""
+    return (f"(strpos({txt}, '\\') = 0 AND (strpos({txt}, '$') = 0 AND strpos({txt}, '.') = 0 "
+            f"OR {txt} !~ {qlit(_JSON_BAD_KEY_SQL)}))")
+
+
 # ---------------------------------------------------------------------------------------------
 # SQL helpers
 
@@ -208,8 +216,7 @@ def _fast_value(f: dict[str, Any], v: str) -> tuple[str | None, str | None]:
         if f.get("pg_type") != "jsonb":
             return None, None  # json keeps its text as written (any key, \\u0000): Python reads it
         txt = f"{v}::text"
-        ok = (f"(strpos({txt}, '$') = 0 AND strpos({txt}, '.') = 0 AND strpos({txt}, '\\') = 0 "
-              f"OR {txt} !~ {qlit(_JSON_BAD_KEY_SQL)})")
+        ok = _jsonb_plain(txt)
         return txt, ok
     if bson_t == "array":
         items = f.get("items") or {}
@@ -295,8 +302,7 @@ def _doc_pieces(spec: dict[str, Any], b: _Builder, mapping: dict[str, Any]) -> l
         key = _key(f["name"])
         if f["bson"] == "object" and f.get("pg_type") == "jsonb" and not f.get("cast") and f.get("default") is None:
             txt = f"{v}::text" if b.embedded else b.text(f"{v}::text")
-            ok = (f"({v} IS NULL OR strpos({txt}, '$') = 0 AND strpos({txt}, '.') = 0 "
-                  f"AND strpos({txt}, '\\') = 0 OR {txt} !~ {qlit(_JSON_BAD_KEY_SQL)})")
+            ok = f"({v} IS NULL OR {_jsonb_plain(txt)})"
             j = txt
             text_for_py = txt
         else:
