@@ -6,12 +6,12 @@ from urllib.parse import urlsplit
 
 import click
 
+from etl.adapters.mongodb import is_local
+from etl.adapters.services import MongoServer, MotoServer, PgCluster, port_open
 from etl.cli import config_options
 from etl.core.config import mask_uri
 from etl.core.errors import ServiceError
-from etl.adapters.mongodb import is_local
 from etl.core.paths import paths
-from etl.adapters.services import MongoServer, MotoServer, PgCluster, port_open
 
 
 def cluster_for(cfg) -> PgCluster | None:

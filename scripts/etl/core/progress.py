@@ -99,3 +99,9 @@ class Progress:
             self.stream.flush()
         if final:
             log.info(line)
+
+
+def say(message: str) -> None:
+    """One line for the person watching (stderr, so stdout stays the command's result)."""
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()

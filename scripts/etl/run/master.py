@@ -23,11 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-import click
 
 from etl.core import lock
 from etl.run import runlog
-from etl.cli import config_options
 from etl.core.config import SOURCES, Config
 from etl.core.errors import EXIT_ERROR, EXIT_INVALID, EXIT_OK, EXIT_PENDING, RunError
 from etl.adapters.mongodb import check_db_name
@@ -338,7 +336,7 @@ def close_run(cfg: Config, run: runlog.Run, code: int, error: str | None, interr
         audit["notes"] = list(run.notes)
         runlog.save_audit(cfg, audit, run)
         for line in summary_lines(audit):
-            click.echo(line, file=console)
+            console.write(line + "\n")
             if line:
                 log.info("%s", line)
         return audit
@@ -413,32 +411,3 @@ def summary_lines(audit: dict[str, Any]) -> list[str]:
         lines.append(f"  note: {note}")
     lines.append(f"  log: {audit.get('log_file')}   report: {audit.get('report_file')}")
     return lines
-
-
-@click.command("run")
-@click.option("--source", type=click.Choice(SOURCES), help="Where the dump comes from (ETL_SOURCE).")
-@click.option("--auto-latest", is_flag=True, help="Take the newest dump in S3 without asking.")
-@click.option("--key", help="A specific S3 object key to acquire.")
-@click.option("--db", help="Target MongoDB database (MONGO_DB_NAME), e.g. a parallel bravo-1-20261126.")
-@click.option("--interactive", is_flag=True, help="Ask at the terminal about breaking changes.")
-@click.option("--yes-safe", is_flag=True,
-              help="Apply safe changes without asking; review changes need recorded decisions.")
-@click.option("--decisions", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A decisions file (YAML/JSON) to apply for this run.")
-@config_options
-def run_cmd(cfg: Config, source, auto_latest, key, db, interactive, yes_safe, decisions):
-    """Run the whole pipeline: acquire → … → push; only stale stages do work.
-
-    One run at a time (.run/etl.lock). Writes logs/etl/<run id>.log, an audit record in
-    the etl_audit collection, reports/run-<run id>.html and, when CLOUDWATCH_LOG_GROUP is set,
-    CloudWatch Logs. Without --interactive nothing prompts (safe for cron). Exits with the
-    pipeline's code: 0 ok, 1 error, 3 decisions pending, 4 validation failed.
-
-    Example: etl run --source s3 --auto-latest --db bravo-1-20261126
-    """
-    opts = RunOptions(source=source, auto_latest=auto_latest, key=key, db=db,
-                      interactive=interactive, yes_safe=yes_safe,
-                      decisions=decisions.resolve() if decisions else None)
-    code, _ = run_pipeline(cfg, opts, opts.argv())
-    if code:
-        raise click.exceptions.Exit(code)

@@ -20,13 +20,12 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-import click
 
-from etl.cli import config_options
-from etl.core.config import SOURCES, Config, mask_uri, secrets_of
+from etl.core.config import Config, mask_uri, secrets_of
 from etl.core.errors import SourceError
 from etl.core.fsutil import read_json, sha256_file, write_json_if_changed
 from etl.core.paths import paths
+from etl.core.progress import say
 from etl.core.progress import Progress
 from etl.adapters.services import pg_tool
 
@@ -138,7 +137,7 @@ def acquire_s3(cfg: Config, key: str | None = None) -> dict:
     if (previous and previous.get("source") == "s3" and previous.get("s3_key") == key
             and previous.get("etag") == etag and (paths.root / previous["file"]).is_file()):
         log.info("s3://%s/%s already acquired", bucket, key)
-        click.echo(f"acquire: s3://{bucket}/{key} is the dump in use; nothing to download", err=True)
+        say(f"acquire: s3://{bucket}/{key} is the dump in use; nothing to download")
         return previous
     name = Path(key).name if Path(key).name.endswith(".dump") else Path(key).name + ".dump"
     tmp = _tmp_path(name)
@@ -171,7 +170,7 @@ def acquire_direct(cfg: Config) -> dict:
     name = f"{params.get('dbname', 'media_tool')}-{stamp}.dump"
     tmp = _tmp_path(name)
     try:
-        click.echo(f"acquire: pg_dump -Fc from {mask_uri(dsn)} …", err=True)
+        say(f"acquire: pg_dump -Fc from {mask_uri(dsn)} …")
         proc = subprocess.run([pg_tool("pg_dump"), "-Fc", "-d", client_dsn, "-f", str(tmp)],
                               capture_output=True, text=True, env=env)
         if proc.returncode != 0:
@@ -215,31 +214,3 @@ def acquire(cfg: Config, key: str | None = None, file: Path | None = None) -> di
             raise SourceError("--source file needs a dump path", hint="etl acquire --source file PATH")
         return acquire_file(target)
     return acquire_local(cfg)
-
-
-@click.command("acquire")
-@click.option("--source", type=click.Choice(SOURCES), help="Where the dump comes from (ETL_SOURCE).")
-@click.option("--auto-latest", is_flag=True, help="S3: take the newest dump under S3_PREFIX (the default).")
-@click.option("--key", help="S3: take this object key instead of the newest.")
-@click.argument("path", required=False, type=click.Path(path_type=Path))
-@config_options
-def acquire_cmd(cfg: Config, source: str | None, auto_latest: bool, key: str | None, path: Path | None):
-    """Fetch and verify a production dump; point data/dumps/current.json at it.
-
-    \b
-    Examples:
-      etl acquire --source s3 --auto-latest
-      etl acquire --source s3 --key postgres-exports/media_tool-2026-11-25.dump
-      etl acquire --source direct            # pg_dump over VPN, PROD_PG_DSN
-      etl acquire --source file ./media_tool.dump
-    """
-    if path is not None and source is None:
-        source = "file"
-    cfg = cfg.with_overrides({"ETL_SOURCE": source})
-    if key and auto_latest:
-        raise click.UsageError("--key and --auto-latest exclude each other")
-    pointer = acquire(cfg, key=key, file=path)
-    if pointer["source"] == "local":
-        click.echo(f"acquire: source local, using database {pointer['database']} as it is")
-    else:
-        click.echo(f"acquire: {pointer['file']} ({pointer['size']:,} bytes, sha256 {pointer['sha256'][:12]})")

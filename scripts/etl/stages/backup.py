@@ -19,11 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import click
 
 from etl.formats.dumpdir import (RAW_CODEC, BsonWriter, iter_docs, metadata, read_manifest,
                           read_metadata, verify, write_manifest, write_metadata)
-from etl.cli import config_options
 from etl.core.config import Config
 from etl.core.errors import BackupError, DatabaseError
 from etl.adapters.mongodb import check_db_name, connect, describe
@@ -191,22 +189,3 @@ def read_backup(db: str, version: str, *, check: bool = True) -> BackupVersion:
     if check:
         verify(folder, manifest)
     return BackupVersion(db, version, folder, manifest)
-
-
-@click.command("backup")
-@click.option("--db", "db", help="Database to back up (default MONGO_DB_NAME).")
-@click.option("--collection", "collections", multiple=True, help="Only this collection (repeatable).")
-@config_options
-def backup_cmd(cfg: Config, db: str | None, collections: tuple[str, ...]):
-    """Back up MongoDB collections to backups/<db>/<YYYY-MM-DD-NNN>/ (mongodump layout).
-
-    Keeps the newest MONGO_BACKUP_RETENTION versions.
-
-    Example: etl backup --db bravo-1
-    """
-    db = check_db_name(db or cfg["MONGO_DB_NAME"])
-    version = take_backup(cfg, db, list(collections) or None)
-    if version is None:
-        click.echo(f"{db}: nothing to back up")
-    else:
-        click.echo(f"backup {version} of {db} in {paths.backups / db / version}")

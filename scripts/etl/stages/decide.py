@@ -19,35 +19,24 @@ written. decide never writes to MongoDB; it only counts documents for the plan.
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import json
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import click
-import yaml
 
 from etl.formats import decisions as dec
-from etl.cli import config_options
 from etl.core.errors import DecisionError, PendingDecisions, SnapshotError
 from etl.core.fsutil import read_json, write_if_changed, write_json_if_changed
-from etl.model.mapping import collection_name
 from etl.core.paths import paths
 
 log = logging.getLogger("etl.decide")
 
 FORMAT_VERSION = 1
-MENU = ("How should we handle these changes?\n"
-        "[1] Apply all changes automatically\n"
-        "[2] Review each change individually\n"
-        "[3] Skip schema updates\n"
-        "[4] Abort ETL process")
 # Kinds after which the previously accepted mapping reads a column or table that is gone or
 # has another type: skipping them leaves the load to fail or mistype values.
-_READS_MISSING = {"column_removed", "column_renamed", "table_removed", "table_renamed", "column_type_changed"}
+READS_MISSING = {"column_removed", "column_renamed", "table_removed", "table_renamed", "column_type_changed"}
 IMPACT_NAMES = (("zod", "Zod"), ("mongodb", "MongoDB"), ("api", "API"), ("ui", "UI"), ("tests", "Tests"))
 
 
@@ -128,7 +117,7 @@ def load_inputs() -> Inputs:
         raise SnapshotError("data/changes/latest.json: `changes` must be a list of changes with ids")
     dec.check_against_changes(decisions, changes)
     inputs = Inputs(changes_doc, current, raw, accepted, decisions)
-    _check_defaults(inputs, {cid: e for cid, e in decisions.entries.items()}, decisions.where)
+    check_defaults(inputs, {cid: e for cid, e in decisions.entries.items()}, decisions.where)
     return inputs
 
 
@@ -137,7 +126,7 @@ def _already_accepted(changes_doc: dict[str, Any], accepted: dict[str, Any]) -> 
     return changes_doc.get("to_hash") == accepted.get("hash")
 
 
-def _after_index(inputs: Inputs):
+def after_index(inputs: Inputs):
     from etl.model.plan import field_index
 
     return field_index(inputs.current, _rules(), None)
@@ -149,14 +138,14 @@ def _rules() -> dict[str, Any] | None:
     return load_rules()
 
 
-def _check_defaults(inputs: Inputs, entries: dict[str, dict[str, Any]], where: Callable[[str], str]) -> None:
+def check_defaults(inputs: Inputs, entries: dict[str, dict[str, Any]], where: Callable[[str], str]) -> None:
     from etl.model.plan import check_default
 
     by_id = {c["id"]: c for c in inputs.changes}
     relevant = {cid: e for cid, e in entries.items() if cid in by_id and "default" in e}
     if not relevant:
         return
-    after = _after_index(inputs)
+    after = after_index(inputs)
     for cid, entry in relevant.items():
         check_default(by_id[cid], entry, after, where(cid))
 
@@ -195,7 +184,7 @@ def pending_payload(inputs: Inputs, pend: list[dict[str, Any]]) -> dict[str, Any
     }
 
 
-def _answers_text(change: dict[str, Any]) -> str:
+def answers_text(change: dict[str, Any]) -> str:
     kind = change["kind"]
     if kind == "column_added":
         return "`default: <value>` or `backfill: <expression>`" + (
@@ -214,8 +203,8 @@ def render_pending_md(payload: dict[str, Any]) -> str:
     for item in payload["pending"]:
         lines.append(f"- **{item['summary'] or item['kind']}** (`{item['id']}`, {item['kind']})")
         lines.append(f"  - why: {item.get('reason') or 'review'}")
-        lines.append(f"  - impact: {_impact_line(item.get('impact'))}")
-        lines.append(f"  - answers: {_answers_text(item)}")
+        lines.append(f"  - impact: {impact_line(item.get('impact'))}")
+        lines.append(f"  - answers: {answers_text(item)}")
         if "recommended" in item:
             lines.append(f"  - recommended: `{json.dumps(item['recommended'])}`")
     return "\n".join(lines) + "\n"
@@ -229,7 +218,7 @@ def write_pending(payload: dict[str, Any]) -> tuple[Path, Path]:
     return json_path, md_path
 
 
-def _impact_line(impact: dict[str, Any] | None) -> str:
+def impact_line(impact: dict[str, Any] | None) -> str:
     if not impact:
         return "not given"
     return " · ".join(f"{label} {impact.get(key, '?')}" for key, label in IMPACT_NAMES)
@@ -354,264 +343,3 @@ def skip(inputs: Inputs) -> dict[str, Any]:
     write_json_if_changed(skipped_path(), marker)
     log.info("schema updates skipped; loading with accepted schema %s", str(inputs.accepted.get("hash"))[:12])
     return marker
-
-
-# ---------------------------------------------------------------------------------------------
-# Interactive
-# ---------------------------------------------------------------------------------------------
-
-def present(changes: list[dict[str, Any]]) -> str:
-    return "Detected Schema Changes:\n" + "\n".join(f"- {c.get('summary') or c['kind']}" for c in changes)
-
-
-def _choose(text: str, options: list[tuple[str, str]], default: int = 1) -> int:
-    """Numbered options; an answer out of range (or not a number) is asked again."""
-    click.echo(text)
-    for i, (_, label) in enumerate(options, 1):
-        click.echo(f"  [{i}] {label}")
-    return click.prompt("Choice", type=click.IntRange(1, len(options)), default=default)
-
-
-def _value_prompt(text: str, check: Callable[[str], Any]) -> Any:
-    def proc(raw: str) -> Any:
-        try:
-            return check(raw)
-        except (ValueError, DecisionError) as exc:
-            raise click.BadParameter(str(exc)) from None
-
-    return click.prompt(text, value_proc=proc)
-
-
-def _default_parser(bson: str) -> Callable[[str], Any]:
-    from etl.model.plan import coerce_default
-
-    def parse(raw: str) -> Any:
-        raw = raw.strip()
-        if not raw:
-            raise ValueError("a value is needed")
-        if bson in ("int", "long", "double", "bool"):
-            try:
-                value = yaml.safe_load(raw)
-            except yaml.YAMLError:
-                value = raw
-        else:
-            value = raw  # text, dates and decimals are kept as typed: 12.50 stays 12.50
-        coerce_default(value, bson)
-        return value
-
-    return parse
-
-
-def _backfill_parser(raw: str) -> str:
-    from etl.model import expr
-
-    raw = raw.strip()
-    try:
-        expr.parse(raw)
-    except expr.ExpressionError as exc:
-        raise ValueError(f"not a valid expression: {exc}") from None
-    return raw
-
-
-def ask(change: dict[str, Any], after, index: int, total: int) -> dict[str, Any]:
-    """The seed's questions for one change; returns the answer (no bookkeeping keys)."""
-    kind, table, column = change["kind"], change["table"], change.get("column")
-    frm, to = change.get("from") or {}, change.get("to") or {}
-    click.echo("")
-    click.echo(f"[{index}/{total}] {change.get('summary') or kind}  ({change.get('classification')}: "
-               f"{change.get('reason') or 'no reason given'})")
-    impact = change.get("impact") or {}
-    click.echo(f"  Impact: {_impact_line(impact)}")
-    flagged = [f"{label} {impact[key]}" for key, label in (("api", "API"), ("ui", "UI"))
-               if impact.get(key) in ("breaking", "review")]
-    if flagged:
-        click.echo(f"  UI/API impact: {', '.join(flagged)} — clients reading "
-                   f"{collection_name(table)}{'.' + column if column else ''} need a look")
-    rec = dec.recommended(change) or {}
-    where = f"{collection_name(table)}.{column}" if column else collection_name(table)
-
-    if kind == "column_added":
-        from etl.model.plan import field_info
-
-        info = field_info(after, table, column)
-        nullable = to.get("nullable", True)
-        options = ([("accept", f"load it as {info.field} ({info.bson}); existing documents get no value")]
-                   if nullable else [])
-        options += [("default", "set a default value in existing documents"),
-                    ("backfill", "backfill existing documents with an expression over the row's columns")]
-        title = (f"How should the new field {where} be mapped?" if nullable
-                 else f"New required field {where} ({info.bson}): what do existing documents get?")
-        picked = options[_choose(title, options) - 1][0]
-        if picked == "accept":
-            return {"action": "accept"}
-        if picked == "default":
-            if "default" in rec:
-                click.echo(f"  (PostgreSQL's default is {rec['default']!r})")
-            return {"default": _value_prompt(f"Default value for {info.field} ({info.bson})",
-                                             _default_parser(info.bson))}
-        return {"backfill": _value_prompt(f"Backfill expression for {info.field}", _backfill_parser)}
-    if kind == "column_type_changed":
-        options = [("fail", "fail the run (nothing is changed)"), ("set_null", "set it to null"),
-                   ("keep_old", f"keep the old value in {column}__old (the field becomes null)")]
-        picked = options[_choose(f"Migration strategy for {where} ({frm.get('type')} → {to.get('type')}): "
-                                 "values are cast. If a value cannot be cast:", options) - 1][0]
-        return {"strategy": "cast", "on_failure": picked}
-    if kind in ("column_renamed", "table_renamed"):
-        old = frm.get("name") or frm.get("table") or column or table
-        new = to.get("name") or to.get("table") or "?"
-        options = [("rename", "rename: existing values move to the new name"),
-                   ("drop_add", "drop + add: old values are removed, the new one starts empty")]
-        return {"action": options[_choose(f"Is {old} → {new} a rename, or a drop plus an add?", options) - 1][0]}
-    if kind in ("column_removed", "table_removed"):
-        archived = f"{column}__archived" if column else f"{collection_name(table)}__archived"
-        options = [("drop", "drop: remove it from existing documents" if column else "drop the collection"),
-                   ("archive", f"archive: keep existing values as {archived}")]
-        default = 2 if rec.get("action") == "archive" else 1
-        return {"action": options[_choose(f"{where} no longer exists in PostgreSQL. What happens to it?",
-                                          options, default) - 1][0]}
-    if kind == "table_added":
-        options = [("load", f"load it into a new collection {collection_name(table)}"), ("ignore", "ignore it")]
-        return {"action": options[_choose(f"New table {table}:", options) - 1][0]}
-    options = [("accept", "accept"), ("reject", "reject (keep the previous form)")]
-    return {"action": options[_choose(f"{kind.replace('_', ' ')} on {where}:", options) - 1][0]}
-
-
-def prompt_decisions(inputs: Inputs, decided_by: str) -> tuple[str, dict[str, dict[str, Any]]]:
-    """Ask; returns (choice, new entries). Nothing is written here, so Ctrl-C loses nothing."""
-    changes = inputs.changes
-    click.echo(present(changes))
-    click.echo("")
-    choice = click.prompt(MENU + "\nChoice", type=click.IntRange(1, 4))
-    if choice == 3:
-        return "skip", {}
-    if choice == 4:
-        return "abort", {}
-    after = _after_index(inputs)
-    recorded = inputs.decisions.entries
-    new: dict[str, dict[str, Any]] = {}
-    todo = [c for c in changes if c["id"] not in recorded]
-    for change in changes:
-        if change["id"] in recorded:
-            click.echo(f"- {change.get('summary')}: recorded decision {dec.answer_of(recorded[change['id']])} "
-                       f"by {recorded[change['id']].get('decided_by')}")
-    if choice == 1:
-        for change in todo:
-            rec = dec.recommended(change)
-            if rec is None:
-                click.echo(f"{change.get('summary')}: no automatic answer for a required field without a default.")
-                rec = ask(change, after, 1, 1)
-            if change.get("classification") == "review":
-                new[change["id"]] = dec.make_entry(change, {**rec, "note": "apply all"}, decided_by)
-        return "apply", new
-    for i, change in enumerate(todo, 1):
-        answer = ask(change, after, i, len(todo))
-        if change.get("classification") == "review" or answer != dec.recommended(change):
-            new[change["id"]] = dec.make_entry(change, answer, decided_by)
-    return "review", new
-
-
-# ---------------------------------------------------------------------------------------------
-# Command
-# ---------------------------------------------------------------------------------------------
-
-def _echo_pending(payload: dict[str, Any], paths_written: tuple[Path, Path]) -> None:
-    click.echo(f"{len(payload['pending'])} schema changes wait for a decision:")
-    for item in payload["pending"]:
-        click.echo(f"- {item['summary'] or item['kind']} [{item['id']}]: {_answers_text(item)}")
-    rel = [str(p.relative_to(paths.root)) for p in paths_written]
-    click.echo(f"Wrote {rel[0]} and {rel[1]}. Decide with `etl decide --interactive`, "
-               "`etl decide --decisions FILE`, or in schemas/decisions.yaml.")
-
-
-def _echo_accepted(result: dict[str, Any]) -> None:
-    if not result["changes"]:
-        click.echo(f"No schema changes; accepted schema {result['to_hash'][:12]} is current.")
-        return
-    click.echo(f"Accepted schema {result['to_hash'][:12]}: {result['changes']} changes "
-               f"({result['automatic']} safe, applied automatically).")
-    if result["plan"]:
-        click.echo(f"Update plan: {result['plan']}")
-    if result["migration"]:
-        click.echo(f"Migration: {result['migration']} (applied by the incremental load)")
-
-
-@click.command("decide")
-@click.option("--interactive", is_flag=True, help="Show the changes and ask (the default on a terminal).")
-@click.option("--yes-safe", is_flag=True, help="Unattended: apply safe changes, replay recorded decisions.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print the outcome (pending changes with allowed answers) as JSON.")
-@click.option("--decisions", "answers_file", type=click.Path(path_type=Path, dir_okay=False),
-              help="Apply a file of answers (YAML or JSON), merged into schemas/decisions.yaml.")
-@click.option("--by", "decided_by", default=None, help="Who decides (default: the login name).")
-@click.option("--counts/--no-counts", default=True, help="Count affected documents for the plan.")
-@config_options
-def decide_cmd(cfg, interactive: bool, yes_safe: bool, as_json: bool, answers_file: Path | None,
-               decided_by: str | None, counts: bool):
-    """Apply safe schema changes and the recorded decisions; ask for, or stop on, the rest.
-
-    Without a terminal (cron) or with --yes-safe, review changes that have no decision in
-    schemas/decisions.yaml stop the run with exit 3 and data/changes/pending.json. With
-    --interactive, presents the changes and asks. Agents use --json and --decisions FILE.
-
-    Example: etl decide --decisions answers.yaml --by ci
-    """
-    if interactive and (as_json or yes_safe):
-        raise click.UsageError("--interactive cannot be combined with --json or --yes-safe")
-    decided_by = decided_by or _login()
-    inputs = load_inputs()
-    new: dict[str, dict[str, Any]] = {}
-    if answers_file is not None:
-        new = dec.load_answers(answers_file, inputs.changes, decided_by)
-        _check_defaults(inputs, new, lambda cid: answers_file.name)
-        _merge(inputs, new)
-        new = {}
-    ask_person = interactive or (not (yes_safe or as_json or answers_file) and sys.stdin.isatty())
-
-    if ask_person and inputs.changes:
-        choice, new = prompt_decisions(inputs, decided_by)
-        if choice == "abort":
-            raise DecisionError("aborted at the prompt; nothing was changed")
-        if choice == "skip":
-            marker = skip(inputs)
-            click.echo(f"Skipped schema updates: this run loads with the previously accepted schema "
-                       f"{str(marker['accepted_hash'])[:12]}; the {len(inputs.changes)} detected changes "
-                       "(new columns included) are not applied.")
-            breaking = [c for c in inputs.changes if c["kind"] in _READS_MISSING]
-            if breaking:
-                click.echo(f"Warning: {len(breaking)} of them remove, rename or retype something the accepted "
-                           "schema reads; the transform may fail until they are decided: "
-                           + "; ".join(c.get("summary") or c["kind"] for c in breaking), err=True)
-            return
-
-    pend = [c for c in dec.pending(inputs.changes, inputs.decisions) if c["id"] not in new]
-    if pend:
-        payload = pending_payload(inputs, pend)
-        written = write_pending(payload)
-        if as_json:
-            click.echo(json.dumps(payload, indent=2, default=str))
-        else:
-            _echo_pending(payload, written)
-        raise PendingDecisions(f"{len(pend)} schema changes wait for a decision; MongoDB was not touched")
-
-    result = accept(inputs, new, cfg=cfg, counts=counts)
-    if as_json:
-        click.echo(json.dumps(result, indent=2, default=str))
-    else:
-        _echo_accepted(result)
-
-
-def _merge(inputs: Inputs, new: dict[str, dict[str, Any]]) -> None:
-    """Write answers into schemas/decisions.yaml now (they stand even if others are pending)."""
-    if not new:
-        return
-    path = dec.decisions_path()
-    existing = path.read_text(encoding="utf-8") if path.is_file() else None
-    write_if_changed(path, dec.render(existing, new))
-    inputs.decisions = dec.load_decisions(path)
-
-
-def _login() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"

@@ -13,16 +13,15 @@ import os
 import subprocess
 import time
 
-import click
 import psycopg
 from psycopg import sql
 
 from etl.stages.acquire import current_pointer
-from etl.cli import config_options
 from etl.core.config import Config, pg_conninfo
 from etl.core.errors import DatabaseError, RestoreError, SourceError
 from etl.core.fsutil import read_json, write_json_if_changed
 from etl.core.paths import paths
+from etl.core.progress import say
 from etl.adapters.services import pg_tool
 
 log = logging.getLogger("etl.restore")
@@ -61,14 +60,14 @@ def restore(cfg: Config, jobs: int | None = None, force: bool = False) -> dict:
         except (FileNotFoundError, ValueError):
             done = None
         if not force and done == record and database_exists(conn, target):
-            click.echo(f"restore: {target} already holds {pointer['file']}; nothing to do", err=True)
+            say(f"restore: {target} already holds {pointer['file']}; nothing to do")
             return record
         scratch = f"{target}__restoring"
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(scratch)))
         jobs = jobs or max(2, os.cpu_count() or 2)
         started = time.monotonic()
-        click.echo(f"restore: pg_restore -j {jobs} {pointer['file']} into {target} …", err=True)
+        say(f"restore: pg_restore -j {jobs} {pointer['file']} into {target} …")
         env = dict(os.environ)
         if cfg["LOCAL_PG_PASSWORD"]:
             env["PGPASSWORD"] = cfg["LOCAL_PG_PASSWORD"]
@@ -89,21 +88,5 @@ def restore(cfg: Config, jobs: int | None = None, force: bool = False) -> dict:
             db.execute("ANALYZE")  # fresh statistics: row estimates drive progress and fingerprints
     write_json_if_changed(paths.restored, record)
     log.info("restored %s into %s in %.1fs", pointer["file"], target, time.monotonic() - started)
-    click.echo(f"restore: {target} restored in {time.monotonic() - started:.1f}s", err=True)
+    say(f"restore: {target} restored in {time.monotonic() - started:.1f}s")
     return record
-
-
-@click.command("restore")
-@click.option("-j", "--jobs", type=click.IntRange(1, 64), help="Parallel pg_restore jobs (default: cores).")
-@click.option("--force", is_flag=True, help="Restore even when the database already holds this dump.")
-@config_options
-def restore_cmd(cfg: Config, jobs: int | None, force: bool):
-    """Restore the current dump (data/dumps/current.json) into LOCAL_PG_DB.
-
-    The dump goes into a scratch database first; LOCAL_PG_DB is replaced only when the
-    restore succeeded. With --source local nothing is restored.
-
-    Example: etl restore -j 4
-    """
-    record = restore(cfg, jobs=jobs, force=force)
-    click.echo(f"restore: {record['database']} ready ({record['source']})")

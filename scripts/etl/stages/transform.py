@@ -41,7 +41,6 @@ from typing import Any, Callable, Iterable
 
 import bson
 import bsonjs
-import click
 from bson import json_util
 from bson.binary import Binary
 from bson.datetime_ms import DatetimeMS
@@ -49,7 +48,6 @@ from bson.decimal128 import Decimal128, create_decimal128_context
 from bson.int64 import Int64
 
 from etl.formats.dumpdir import CODEC, BsonWriter, metadata, write_manifest, write_metadata
-from etl.cli import config_options
 from etl.core.config import Config, mask_uri, pg_conninfo
 from etl.core.errors import DatabaseError, TransformError
 from etl.core.fsutil import content_hash, read_json
@@ -1291,29 +1289,3 @@ def _write_manifest(folder: Path, db: str, mapping: dict[str, Any], results: dic
     body["created_at"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     write_manifest(folder, body)
     return True
-
-
-@click.command("transform")
-@click.option("--db", "db", help="Target database whose folder data/transformed/<db>/ is written "
-                                 "(default MONGO_DB_NAME).")
-@click.option("--collection", "collections", multiple=True, help="Only this collection (repeatable).")
-@click.option("--force", is_flag=True, help="Transform even the collections whose fingerprint is unchanged.")
-@click.option("--workers", type=click.IntRange(1, 64), help="Parallel processes (default ETL_TRANSFORM_WORKERS).")
-@config_options
-def transform_cmd(cfg: Config, db: str | None, collections: tuple[str, ...], force: bool, workers: int | None):
-    """Turn the local PostgreSQL rows into BSON documents (mongodump layout) per the mapping.
-
-    Only collections whose table or mapping changed since the last run are transformed again.
-
-    Example: etl transform --db bravo-1
-    """
-    result = transform(cfg, db, collections=list(collections) or None, force=force, workers=workers,
-                       echo=lambda m: click.echo(m, err=True))
-    done = result.transformed
-    from etl.run.runlog import current_stage
-
-    if (stage := current_stage()) is not None:  # the run's summary table and audit record
-        stage.counts["rows"] = sum(result.collections[n].count for n in done)
-        stage.counts["collections"] = len(done)
-    click.echo(f"transformed {len(done)} of {len(result.collections)} collections into {result.folder} "
-               f"in {result.seconds:.1f}s" + ("" if result.manifest_written else " (manifest unchanged)"))

@@ -1,0 +1,30 @@
+"""The command line of etl.stages.backup: `etl backup`: versioned backups of MongoDB collections, taken before every load."""
+
+from __future__ import annotations
+
+import click
+
+from etl.adapters.mongodb import check_db_name
+from etl.cli import config_options
+from etl.core.config import Config
+from etl.core.paths import paths
+from etl.stages.backup import take_backup
+
+
+@click.command("backup")
+@click.option("--db", "db", help="Database to back up (default MONGO_DB_NAME).")
+@click.option("--collection", "collections", multiple=True, help="Only this collection (repeatable).")
+@config_options
+def backup_cmd(cfg: Config, db: str | None, collections: tuple[str, ...]):
+    """Back up MongoDB collections to backups/<db>/<YYYY-MM-DD-NNN>/ (mongodump layout).
+
+    Keeps the newest MONGO_BACKUP_RETENTION versions.
+
+    Example: etl backup --db bravo-1
+    """
+    db = check_db_name(db or cfg["MONGO_DB_NAME"])
+    version = take_backup(cfg, db, list(collections) or None)
+    if version is None:
+        click.echo(f"{db}: nothing to back up")
+    else:
+        click.echo(f"backup {version} of {db} in {paths.backups / db / version}")
