@@ -191,7 +191,7 @@ bench: $(BOOT) mongo-deps ## Benchmarks; results in bench/*.json, summarised in 
 	@$(VENV)/bin/python bench/bench_transform_load.py
 	@$(VENV)/bin/python bench/bench_mongo.py
 
-$(BOOT): pyproject.toml setup.py scripts/etl/stages/_pgbson.c scripts/etl/model/_bsoncanon.c
+$(BOOT): pyproject.toml setup.py scripts/etl/stages/transform/_pgbson.c scripts/etl/model/_bsoncanon.c
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing Python dependencies into $(VENV) …"
 	@$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 \

@@ -1,4 +1,4 @@
-"""The compiled parts: the transform's fast path (scripts/etl/stages/_pgbson.c) and the canonical
+"""The compiled parts: the transform's fast path (scripts/etl/stages/transform/_pgbson.c) and the canonical
 BSON of the content checksums (scripts/etl/model/_bsoncanon.c). Everything else is declared in
 pyproject.toml.
 
@@ -10,6 +10,6 @@ from setuptools import Extension, setup
 
 FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers"]
 
-setup(ext_modules=[Extension("etl.stages._pgbson", ["scripts/etl/stages/_pgbson.c"], optional=True, extra_compile_args=FLAGS),
+setup(ext_modules=[Extension("etl.stages.transform._pgbson", ["scripts/etl/stages/transform/_pgbson.c"], optional=True, extra_compile_args=FLAGS),
                    Extension("etl.model._bsoncanon", ["scripts/etl/model/_bsoncanon.c"], optional=True,
                              extra_compile_args=FLAGS)])

@@ -112,15 +112,16 @@ def measure(cluster, args) -> dict:
     import psycopg
 
     from etl.stages import sample
-    from etl.formats.dumpdir import CODEC, iter_batches
-    from etl.stages.canonical import write_canonical
+    from etl.formats.dumpdir import iter_batches
+    from etl.model.bsoncodec import CODEC
+    from etl.formats.canonical import write_canonical
     from etl.core.config import load_config
     from etl.formats.dumpdir import index_specs, read_metadata
     from etl.stages.load import load
     from etl.model.mapping import build_mapping
     from etl.adapters.mongodb import connect
     from etl.core.paths import paths
-    from etl.model.rules import load_rules
+    from etl.formats.rules import load_rules
     from etl.stages.snapshot import take_snapshot
     from etl.stages.transform import transform
     from etl.stages.validate import validate

@@ -203,7 +203,8 @@ def main() -> None:
                                                 "LOCAL_PG_PASSWORD", "LOCAL_PG_DB", "LOCAL_PG_MANAGED",
                                                 "MONGO_DB_NAME", "ETL_TRANSFORM_WORKERS")})
         from etl.core.config import load_config
-        from etl.model.mapping import build_mapping, write_mapping
+        from etl.model.mapping import build_mapping
+        from etl.formats.mapping import write_mapping
         from etl.stages.snapshot import take_snapshot
         from etl.stages.transform import transform
 

@@ -76,9 +76,9 @@ def sample_snapshot(pg):
 @pytest.fixture(scope="module")
 def schemas(sample_snapshot):
     """The sample's canonical schemas under the tracked rules."""
-    from etl.stages.canonical import canonical_schemas
+    from etl.model.canonical import canonical_schemas
     from etl.model.mapping import build_mapping
-    from etl.model.rules import load_rules
+    from etl.formats.rules import load_rules
 
     return canonical_schemas(build_mapping(sample_snapshot, load_rules(REPO / "schemas" / "rules.yaml")))
 

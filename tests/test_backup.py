@@ -10,7 +10,8 @@ import pytest
 from bson.decimal128 import Decimal128
 from click.testing import CliRunner
 
-from etl.stages.backup import read_backup, take_backup, versions
+from etl.adapters.mongodb.dumps import take_backup
+from etl.formats.backups import read_backup, versions
 from etl.formats.dumpdir import iter_docs, read_metadata
 from etl.cli import cli
 from etl.core.config import load_config

@@ -12,10 +12,11 @@ import pytest
 from click.testing import CliRunner
 from jsonschema import Draft202012Validator
 
-from etl.stages.canonical import DECIMAL_PATTERN, canonical_schemas, collection_schema, write_canonical
+from etl.formats.canonical import write_canonical
+from etl.model.canonical import DECIMAL_PATTERN, canonical_schemas, collection_schema
 from etl.cli import cli
 from etl.model.mapping import build_mapping
-from etl.model.rules import load_rules
+from etl.formats.rules import load_rules
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "schemas" / "rules.yaml"
@@ -269,10 +270,11 @@ def test_canonical_command_malformed_decisions_is_one_line(root):
 def test_committed_canonical_schemas_and_mapping_are_current(tmp_path):
     """schemas/collections/ and schemas/mapping.json are what the tracked accepted snapshot,
     rules and decisions make today: nobody edited them by hand, nobody forgot to rerun."""
-    from etl.stages.canonical import load_accepted, load_decisions, write_canonical
+    from etl.stages.canonical import load_accepted, load_decisions
+    from etl.formats.canonical import write_canonical
     from etl.model.mapping import build_mapping
     from etl.core.paths import SOURCE_ROOT
-    from etl.model.rules import load_rules
+    from etl.formats.rules import load_rules
 
     schemas = SOURCE_ROOT / "schemas"
     if not (schemas / "accepted.json").is_file():

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etl.model import checksums
-from etl.formats.dumpdir import CODEC
+from etl.model.bsoncodec import CODEC
 
 
 def definition(value: Any) -> Any:

@@ -23,7 +23,8 @@ from etl.stages import contract
 from etl.stages import generate as gen
 from etl.cli import cli
 from etl.adapters.mongodb import connect
-from etl.stages.mongo_schema import expected_indexes, validation_options, validator_for
+from etl.model.indexes import expected_indexes
+from etl.model.validators import validation_options, validator_for
 from test_generate import EXAMPLES, GOOD_DOCS, NODE_MODULES, write_examples
 
 UTC = dt.timezone.utc

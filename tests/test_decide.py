@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from etl.cli import cli
-from etl.core.fsutil import content_hash
+from etl.core.hashing import content_hash
 from etl.adapters.mongodb import connect
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ import pytest
 from test_decide import (Project, base_changes, base_snapshots, change, col, make_project, mongo_state, run,
                          seed_mongo, snapshot, table)
 
-from etl.stages.migrate import parse_script
+from etl.formats.migration import parse_script
 
 MENU = ("Detected Schema Changes:\n"
         "- New field: campaigns.performance_score (number)\n"

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from etl.model.diff import (IMPACT_ROWS, KINDS, change_id, classify, detect_changes, diff_snapshots, parse_type,
                       type_change_direction, type_family, unknown_types)
-from etl.core.fsutil import content_hash
+from etl.core.hashing import content_hash
 from etl.stages.snapshot import take_snapshot
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -3,7 +3,6 @@ S3 server and MongoDB, the sample dump acquired from S3 and Chinook from a file.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess

@@ -14,9 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_types_roundtrip import COLUMNS, check, insert_rows, rows, typed_table
 
-from etl.stages import _pgbson
-from etl.stages import fastpath
-from etl.formats.dumpdir import CODEC, iter_raw, read_manifest
+from etl.stages.transform import _pgbson
+from etl.stages.transform import fastpath
+from etl.formats.dumpdir import iter_raw, read_manifest
+from etl.model.bsoncodec import CODEC
 from etl.core.config import load_config
 from etl.model.mapping import build_mapping
 from etl.stages.snapshot import take_snapshot
@@ -263,7 +264,7 @@ def test_without_the_encoder_every_collection_says_so(project, pg, monkeypatch):
                                      "INSERT INTO plain VALUES (1, 'a')")
     mapping = build_mapping(take_snapshot(cfg.pg_conninfo))
     monkeypatch.setattr(fastpath, "_pgbson", None)
-    monkeypatch.setattr(fastpath, "IMPORT_ERROR", "No module named 'etl.stages._pgbson'")
+    monkeypatch.setattr(fastpath, "IMPORT_ERROR", "No module named 'etl.stages.transform._pgbson'")
     said = []
     result = transform(cfg, mapping=mapping, force=True, workers=1, echo=said.append)
     assert result.collections["plain"].reader == "sql-json" and result.collections["plain"].count == 1

@@ -97,11 +97,11 @@ def test_a_load_killed_between_batches_leaves_the_previous_collections_complete(
     calls = {"n": 0}
     real = load_mod.insert_batch
 
-    def dying(coll, docs):
+    def dying(staging, name, docs):
         calls["n"] += 1
         if calls["n"] == 5:  # a's three batches went in, b's second one dies
             raise KeyboardInterrupt("killed")
-        return real(coll, docs)
+        return real(staging, name, docs)
 
     monkeypatch.setattr(load_mod, "insert_batch", dying)
     with pytest.raises(KeyboardInterrupt):
@@ -112,13 +112,13 @@ def test_a_load_killed_between_batches_leaves_the_previous_collections_complete(
     # A failure the code expects (the server refusing a batch) is one line, same guarantee.
     calls["n"] = 0
 
-    def refusing(coll, docs):
+    def refusing(staging, name, docs):
         calls["n"] += 1
         if calls["n"] == 2:
             from pymongo.errors import BulkWriteError
 
             raise BulkWriteError({"writeErrors": [{"errmsg": "E11000 duplicate key"}]})
-        return real(coll, docs)
+        return real(staging, name, docs)
 
     monkeypatch.setattr(load_mod, "insert_batch", refusing)
     with pytest.raises(LoadError) as info:
@@ -127,8 +127,8 @@ def test_a_load_killed_between_batches_leaves_the_previous_collections_complete(
     assert _all(mdb.a) == old_a and _all(mdb.b) == old_b
 
     # A server that acknowledges fewer documents than were sent: no swap either.
-    def short(coll, docs):
-        return real(coll, docs) - (1 if coll.name.startswith("b__") else 0)
+    def short(staging, name, docs):
+        return real(staging, name, docs) - (1 if name == "b" else 0)
 
     monkeypatch.setattr(load_mod, "insert_batch", short)
     with pytest.raises(LoadError, match="b: the server acknowledged 27 documents into staging, the manifest says 30"):
@@ -162,7 +162,8 @@ def test_incremental_loads_tables_without_a_key_in_full(target):
 def test_incremental_load_migrates_local_only_documents_once(target):
     # decide accepted a rename (name -> title): the transform already writes `title`, and the
     # incremental load's migration brings the documents that exist only here along.
-    from etl.stages.migrate import RECORDS, Step, migrations_dir, write_script
+    from etl.adapters.mongodb.migrations import RECORDS
+    from etl.formats.migration import Step, migrations_dir, write_script
 
     cfg, mdb = target
     mdb.campaigns.insert_many([{"_id": 1, "name": "old"}, {"_id": 99, "name": "local only"}])
@@ -215,7 +216,7 @@ def test_drop_database_needs_yes_and_drops_the_rest(target):
     stamp = read_json(paths.make_stamps / mdb.name / "load.stamp")
     assert stamp["dropped"] == ["stale"]
     # the dropped collection is in the backup taken first
-    from etl.stages.backup import read_backup
+    from etl.formats.backups import read_backup
 
     backup = read_backup(mdb.name, stamp["backup_version"])
     assert list(backup.documents("stale")) == [{"_id": 1}]
@@ -257,8 +258,9 @@ def test_archived_fields_survive_full_and_incremental_loads_and_validation(targe
     import json
 
     from etl.formats.dumpdir import read_manifest
-    from etl.model.mapping import mapping_path
-    from etl.stages.validate import check_collection, manifest_collections
+    from etl.formats.mapping import mapping_path
+    from etl.stages.validate import check_collection
+    from etl.formats.dumpdir import manifest_collections
 
     cfg, mdb = target
     mapping = json.loads(mapping_path().read_text())

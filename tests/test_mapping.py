@@ -8,7 +8,8 @@ import json
 import pytest
 
 from etl.core.errors import RulesError
-from etl.model.mapping import build_mapping, collection_name, parse_check, write_mapping
+from etl.model.mapping import build_mapping, collection_name, parse_check
+from etl.formats.mapping import write_mapping
 from etl.stages.snapshot import take_snapshot
 
 ALL_TYPES_SQL = """

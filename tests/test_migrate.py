@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from etl.cli import cli
 from etl.core.errors import MigrationError
-from etl.stages.migrate import RECORDS, Step, apply_migration, apply_pending, parse_script, render_script, write_script
+from etl.adapters.mongodb.migrations import RECORDS, apply_migration, apply_pending
+from etl.formats.migration import Step, parse_script, render_script, write_script
 from etl.adapters.mongodb import connect
 from etl.model.plan import cast_steps
 

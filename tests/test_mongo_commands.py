@@ -11,13 +11,14 @@ from bson.raw_bson import RawBSONDocument
 
 import mongo_forms
 from conftest import FAILPOINT_MESSAGE, fail_command
-from etl.stages.backup import take_backup
+from etl.adapters.mongodb.dumps import take_backup
 from etl.core.config import load_config
 from etl.core.errors import LoadError
-from etl.stages.load import insert_batch, load
-from etl.stages.migrate import apply_migration, write_script
+from etl.stages.load import load
+from etl.adapters.mongodb.migrations import apply_migration
+from etl.formats.migration import write_script
 from etl.adapters.mongodb import connect
-from etl.stages.mongo_schema import apply_validators
+from etl.adapters.mongodb.collections import Staging, apply_validators
 from etl.model.plan import cast_steps
 from etl.stages.rollback import rollback
 from test_load import _all, make_transformed
@@ -112,7 +113,7 @@ def test_a_full_load_sends_documented_commands_and_swaps_last(target, commands):
 
 def test_a_validator_that_only_warns_is_set_after_the_documents(target, commands, schemas):
     cfg, mdb = target
-    from etl.stages.mongo_schema import validator_for
+    from etl.model.validators import validator_for
 
     # A canonical schema for the collection: the load applies its validator (moderate/warn
     # outside strict mode) by collMod once the documents are in, then swaps.
@@ -138,8 +139,10 @@ def test_the_count_checked_is_what_the_server_acknowledged(target):
     # pymongo collects no ids for raw documents: insert_many's inserted_ids is empty even though
     # the server took all of them, which is why the load counts the server's `n`.
     assert mdb.other.insert_many(raw[:2]).inserted_ids == []
-    assert insert_batch(mdb.alpha, raw) == 5
-    assert mdb.alpha.count_documents({}) == 5
+    staging = Staging(mdb, "t")
+    staging.create("alpha", {})
+    assert staging.insert("alpha", raw) == 5
+    assert mdb["alpha__staging_t"].count_documents({}) == 5
 
 
 def test_a_refused_insert_mid_load_leaves_every_collection_as_it_was(target):
@@ -186,7 +189,7 @@ def test_validators_and_indexes_for_an_existing_collection_use_collmod(target, c
 
 
 def test_every_canonical_validator_is_in_mongodb_dialect(schemas):
-    from etl.stages.mongo_schema import validator_for
+    from etl.model.validators import validator_for
 
     for schema in schemas.values():
         mongo_forms.jsonschema(validator_for(schema)["$jsonSchema"])

@@ -14,14 +14,15 @@ from click.testing import CliRunner
 from pymongo.errors import WriteError
 
 from conftest import FAILPOINT_MESSAGE, expect_gap, fail_command, server_has_gap
-from etl.stages.canonical import write_canonical
+from etl.formats.canonical import write_canonical
 from etl.cli import cli
 from etl.core.errors import DatabaseError
 from etl.model.mapping import build_mapping
 from etl.adapters.mongodb import connect
-from etl.stages.mongo_schema import (apply_validators, expected_indexes, sync_indexes, to_bson_schema,
-                              validation_options, validator_for)
-from etl.model.rules import load_rules
+from etl.model.indexes import expected_indexes
+from etl.adapters.mongodb.collections import apply_validators, sync_indexes
+from etl.model.validators import to_bson_schema, validation_options, validator_for
+from etl.formats.rules import load_rules
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "schemas" / "rules.yaml"

@@ -7,7 +7,8 @@ from click.testing import CliRunner
 
 from etl.cli import cli
 from etl.core.errors import ConfigError
-from etl.adapters.mongodb import check_db_name, connect
+from etl.adapters.mongodb import connect
+from etl.core.names import check_db_name
 from etl.adapters.services import free_port
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from etl.run.report import STATUS_COLOURS, render_report, write_report
-from etl.run.runlog import Redactor
+from etl.core.redact import Redactor
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(

@@ -12,13 +12,14 @@ from bson import Decimal128, Int64
 from click.testing import CliRunner
 from pymongo.errors import DuplicateKeyError
 
-from etl.stages.backup import take_backup
+from etl.adapters.mongodb.dumps import take_backup
 from etl.cli import cli
 from etl.core.config import load_config
 from etl.core.errors import BackupError
-from etl.core.fsutil import content_hash
+from etl.core.hashing import content_hash
 from etl.adapters.mongodb import connect
-from etl.stages.rollback import check_version, list_versions, rollback
+from etl.stages.rollback import rollback
+from etl.formats.backups import check_version, list_versions
 from etl.stages.validate import collection_digest, server_validator
 
 VERSION = "2026-11-20-001"

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from etl.core import redact
 from etl.core import lock
 from etl.run import runlog
 from etl.cli import cli
@@ -421,7 +422,7 @@ def test_progress_bars_reach_a_terminal_and_the_log_gets_their_last_state(termin
     console = _Terminal() if terminal else io.StringIO()
     lines: list[str] = []
     code = stream_process([sys.executable, "-c", BAR_SCRIPT], os.environ.copy(), False, lines.append,
-                          console, runlog.Redactor(["secret-77"]))
+                          console, redact.Redactor(["secret-77"]))
     assert code == 0
     # The log sees what a screen finally shows, without control sequences or secrets.
     assert lines == ["load [100%] ***", "done été"]

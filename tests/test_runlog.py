@@ -11,6 +11,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from etl.core import runs
+from etl.core import redact
+from etl.core.redact import Redactor
 from etl.run import runlog
 from etl.core.config import load_config
 from etl.core.errors import RunError, ValidationFailed
@@ -24,13 +27,13 @@ def root(tmp_path, monkeypatch, mongo_db):
     monkeypatch.setenv("ETL_ROOT", str(tmp_path))
     monkeypatch.setenv("MONGO_URI", uri)
     monkeypatch.setenv("MONGO_DB_NAME", db)
-    for key in (runlog.RUN_ID_ENV, runlog.RUN_LOG_ENV, "CLOUDWATCH_LOG_GROUP"):
+    for key in (runs.RUN_ID_ENV, runs.RUN_LOG_ENV, "CLOUDWATCH_LOG_GROUP"):
         monkeypatch.delenv(key, raising=False)
     return tmp_path
 
 
 def test_redactor_hides_configured_secrets_and_uri_passwords():
-    redact = runlog.Redactor(["pg-pass-123", "ab"])
+    redact = Redactor(["pg-pass-123", "ab"])
     text = ("dsn host=db password=topsecret user=etl; uri mongodb://etl:mg%40pw@h:27017/x; "
             "pg-pass-123 and pg-pass-1234; PASSWORD = other")
     out = redact(text)
@@ -44,7 +47,7 @@ def test_log_file_redacts_messages_args_and_tracebacks(root, monkeypatch):
     monkeypatch.setenv("LOCAL_PG_PASSWORD", "s3cr3t-pg")
     cfg = load_config()
     path = root / "x.log"
-    handler = runlog.attach_log_file(path, runlog.redactor_for(cfg))
+    handler = runlog.attach_log_file(path, redact.redactor_for(cfg))
     logger = logging.getLogger("etl.test")
     try:
         logger.info("connecting with %s", "s3cr3t-pg")
@@ -65,7 +68,7 @@ def test_stage_alone_writes_its_own_log_and_no_run_record(root):
         st.counts["tables"] = 12
     logs = list((root / "logs" / "etl").glob("*.log"))
     assert len(logs) == 1
-    assert runlog.RUN_ID_RE.fullmatch(logs[0].stem)
+    assert runs.RUN_ID_RE.fullmatch(logs[0].stem)
     text = logs[0].read_text()
     assert "took a snapshot" in text and "stage snapshot ok" in text
     assert not (root / ".run" / "runs").exists()
@@ -76,8 +79,8 @@ def test_stage_alone_writes_its_own_log_and_no_run_record(root):
 
 def test_stage_in_a_run_appends_its_record_and_reraises(root, monkeypatch):
     run_id = "2026-11-26-02-00-00"
-    monkeypatch.setenv(runlog.RUN_ID_ENV, run_id)
-    monkeypatch.setenv(runlog.RUN_LOG_ENV, str(runlog.log_file(run_id)))
+    monkeypatch.setenv(runs.RUN_ID_ENV, run_id)
+    monkeypatch.setenv(runs.RUN_LOG_ENV, str(runlog.log_file(run_id)))
     cfg = load_config()
     with runlog.stage("transform", cfg) as st:
         st.counts["rows"] = 5
@@ -98,7 +101,7 @@ def test_stage_in_a_run_appends_its_record_and_reraises(root, monkeypatch):
 
 
 def test_command_stage_ignores_commands_that_are_not_stages(root, monkeypatch):
-    monkeypatch.setenv(runlog.RUN_ID_ENV, "2026-11-26-02-00-00")
+    monkeypatch.setenv(runs.RUN_ID_ENV, "2026-11-26-02-00-00")
     with runlog.command_stage("status") as st:
         assert st is None
     with runlog.command_stage("load") as st:
@@ -108,7 +111,7 @@ def test_command_stage_ignores_commands_that_are_not_stages(root, monkeypatch):
 
 @pytest.mark.parametrize("bad", ["../x", "a;b", "2026-11-26", "2026-11-26-02-00-00/../../etc"])
 def test_run_ids_that_are_not_timestamps_are_refused(root, monkeypatch, bad):
-    monkeypatch.setenv(runlog.RUN_ID_ENV, bad)
+    monkeypatch.setenv(runs.RUN_ID_ENV, bad)
     with pytest.raises(RunError):
         with runlog.stage("load"):
             pass

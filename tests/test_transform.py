@@ -16,10 +16,12 @@ from click.testing import CliRunner
 from etl.formats.dumpdir import iter_docs, read_manifest, read_metadata, verify
 from etl.cli import cli
 from etl.core.config import load_config
-from etl.model.mapping import build_mapping, write_mapping
+from etl.model.mapping import build_mapping
+from etl.formats.mapping import write_mapping
 from etl.core.paths import paths
 from etl.stages.snapshot import take_snapshot
-from etl.stages.transform import parse_pg_timestamp, transform
+from etl.stages.transform.policies import parse_pg_timestamp
+from etl.stages.transform import transform
 
 SCHEMA = r"""
 CREATE TYPE mood AS ENUM ('happy', 'sad');

@@ -14,8 +14,8 @@ from etl.cli import cli
 from etl.core.config import load_config
 from etl.core.errors import ValidationFailed
 from etl.adapters.mongodb import connect
-from etl.stages.validate import (content_digest, doc_digest, references_from,
-                          validate, validate_and_report)
+from etl.stages.validate import content_digest, doc_digest, validate, validate_and_report
+from etl.model.references import references_from
 
 
 def advertisers():

@@ -29,7 +29,11 @@ def client(cfg, service: str = "s3", endpoint_url: str | None = None):
 
 def describe_error(exc: Exception) -> str:
     """A short, secret-free description of a botocore error."""
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+    from botocore.exceptions import (
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+    )
 
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})

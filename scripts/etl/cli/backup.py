@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from etl.adapters.mongodb import check_db_name
+from etl.adapters.mongodb.dumps import take_backup
 from etl.cli import config_options
 from etl.core.config import Config
+from etl.core.names import check_db_name
 from etl.core.paths import paths
-from etl.stages.backup import take_backup
 
 
 @click.command("backup")

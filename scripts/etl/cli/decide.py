@@ -15,22 +15,21 @@ from etl.cli import config_options
 from etl.core.errors import DecisionError, PendingDecisions
 from etl.core.fsutil import write_if_changed
 from etl.core.paths import paths
-from etl.model.mapping import collection_name
 from etl.formats import decisions as dec
+from etl.model.mapping import collection_name
 from etl.stages.decide import (
     READS_MISSING,
     Inputs,
-    check_defaults,
     accept,
-    load_inputs,
-    pending_payload,
     after_index,
     answers_text,
+    check_defaults,
     impact_line,
+    load_inputs,
+    pending_payload,
     skip,
     write_pending,
 )
-
 
 MENU = ("How should we handle these changes?\n"
         "[1] Apply all changes automatically\n"

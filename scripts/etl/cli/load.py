@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from etl.adapters.mongodb import check_db_name
 from etl.cli import config_options
 from etl.core.config import Config
 from etl.core.errors import LoadError
+from etl.core.names import check_db_name
 from etl.stages.load import MODES, load
 
 

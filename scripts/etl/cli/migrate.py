@@ -1,4 +1,4 @@
-"""The command line of etl.stages.migrate: migration scripts: the document updates accepted schema changes need, as a file that both"""
+"""`etl migrate`: apply the migration scripts `etl decide` wrote, each once per database."""
 
 from __future__ import annotations
 
@@ -6,14 +6,10 @@ from pathlib import Path
 
 import click
 
+from etl.adapters.mongodb.migrations import apply_migration, apply_pending
 from etl.cli import config_options
 from etl.core.errors import MigrationError
-from etl.stages.migrate import (
-    apply_migration,
-    apply_pending,
-    migrations_dir,
-    parse_script,
-)
+from etl.formats.migration import migrations_dir, parse_script
 
 
 @click.command("migrate")
@@ -32,7 +28,8 @@ def migrate_cmd(cfg, script: Path | None, db_name: str | None, backup_version: s
 
     Example: etl migrate --db bravo-1 --backup-version 2026-11-26-001
     """
-    from etl.adapters.mongodb import check_db_name, connect
+    from etl.adapters.mongodb import connect
+    from etl.core.names import check_db_name
 
     if check:
         targets = [script] if script else sorted(migrations_dir().glob("*.js"))

@@ -23,7 +23,7 @@ def mongo_schema_cmd(cfg, db_name: str | None):
 
     Example: etl mongo-schema --db bravo-1-20261126
     """
-    from etl.adapters.mongodb import check_db_name
+    from etl.core.names import check_db_name
 
     if db_name:
         cfg = cfg.with_overrides({"MONGO_DB_NAME": check_db_name(db_name)})

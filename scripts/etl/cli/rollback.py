@@ -11,12 +11,8 @@ from etl.cli import config_options
 from etl.core.config import Config
 from etl.core.errors import BackupError
 from etl.core.paths import paths
-from etl.stages.rollback import (
-    describe_version,
-    list_versions,
-    rollback,
-    version_dir,
-)
+from etl.formats.backups import describe_version, list_versions, version_dir
+from etl.stages.rollback import rollback
 
 
 def _human(size: int) -> str:

@@ -111,13 +111,13 @@ def _parse_bucket(raw: str) -> str:
 
 
 def _parse_db_name(raw: str) -> str:
-    from etl.adapters.mongodb import check_db_name
+    from etl.core.names import check_db_name
 
     return check_db_name(raw.strip())
 
 
 def _parse_db_list(raw: str) -> list[str]:
-    from etl.adapters.mongodb import check_db_name
+    from etl.core.names import check_db_name
 
     return [check_db_name(name) for name in _parse_list(raw)]
 

@@ -16,23 +16,18 @@ import hashlib
 import os
 import struct
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 import bson
 from bson import json_util
-from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.raw_bson import RawBSONDocument
 
 from etl.core.errors import BackupError
-from etl.core.fsutil import read_json, sha256_file, write_atomic
-
-# Dates outside Python's datetime range (BC, year > 9999) come back as DatetimeMS instead of
-# failing the whole read.
-CODEC = CodecOptions(tz_aware=True, uuid_representation=4,
-                     datetime_conversion=DatetimeConversion.DATETIME_AUTO)
-RAW_CODEC = CodecOptions(document_class=RawBSONDocument, tz_aware=True, uuid_representation=4,
-                         datetime_conversion=DatetimeConversion.DATETIME_AUTO)
+from etl.core.fsutil import read_json, sha256_file, write_atomic, write_if_changed
+from etl.model.bsoncodec import CODEC, RAW_CODEC
+from etl.model.indexes import ID_INDEX, IndexSpec
 
 _INT32 = struct.Struct("<i")
 MAX_DOC_BYTES = 16 * 1024 * 1024  # MongoDB's document size limit
@@ -130,28 +125,21 @@ def iter_docs(path: Path) -> Iterator[dict[str, Any]]:
 # <collection>.metadata.json
 
 
-def index_entry(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """A mongodump index entry from {"name", "keys": [[field, dir]], "unique", "partialFilterExpression"}
-    or from a server's list_indexes() entry (already in that shape)."""
-    if "key" in spec:
-        out = {k: v for k, v in dict(spec).items() if k not in ("ns",)}
-        out["key"] = dict(spec["key"])
-        return out
-    out = {"v": 2, "key": {k: int(d) for k, d in spec["keys"]}, "name": spec["name"]}
-    if spec.get("unique"):
-        out["unique"] = True
-    partial = spec.get("partialFilterExpression") or spec.get("partial")
-    if partial:
-        out["partialFilterExpression"] = dict(partial)
-    return out
 
 
-ID_INDEX = {"v": 2, "key": {"_id": 1}, "name": "_id_"}
+def _index_entry(index: IndexSpec | Mapping[str, Any]) -> dict[str, Any]:
+    """A mongodump index entry from an IndexSpec, a server's `listIndexes` entry (kept as the
+    server gave it, `ns` aside) or a planned index ({"name", "keys", …})."""
+    if isinstance(index, IndexSpec):
+        return index.entry()
+    if "key" in index:
+        return {**{k: v for k, v in index.items() if k != "ns"}, "key": dict(index["key"])}
+    return IndexSpec.from_planned(index).entry()
 
 
-def metadata(name: str, indexes: Iterable[Mapping[str, Any]], options: Mapping[str, Any] | None = None,
+def metadata(name: str, indexes: Iterable[IndexSpec | Mapping[str, Any]], options: Mapping[str, Any] | None = None,
              uuid: str | None = None) -> dict[str, Any]:
-    entries = [index_entry(ix) for ix in indexes]
+    entries = [_index_entry(ix) for ix in indexes]
     if not any(e.get("name") == "_id_" for e in entries):
         entries.insert(0, dict(ID_INDEX))
     out: dict[str, Any] = {"options": dict(options or {}), "indexes": entries,
@@ -174,28 +162,9 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
 def write_metadata(folder: Path, name: str, meta: Mapping[str, Any]) -> str:
     """Write `<name>.metadata.json` (only when it changed); returns its sha256."""
-    from etl.core.fsutil import write_if_changed
-
     path = folder / f"{name}.metadata.json"
     write_if_changed(path, metadata_text(meta))
     return sha256_file(path)
-
-
-def index_specs(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The indexes of a metadata document other than `_id_`, as pymongo IndexModel kwargs:
-    [{"keys": [(field, dir)], "name": …, "unique": …, "partialFilterExpression": …}]."""
-    out = []
-    for entry in meta.get("indexes") or []:
-        if entry.get("name") == "_id_":
-            continue
-        spec: dict[str, Any] = {"keys": [(k, int(d) if isinstance(d, (int, float)) else d)
-                                         for k, d in dict(entry["key"]).items()],
-                                "name": entry["name"]}
-        for opt in ("unique", "partialFilterExpression", "sparse", "expireAfterSeconds", "collation"):
-            if opt in entry:
-                spec[opt] = entry[opt]
-        out.append(spec)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,13 +179,21 @@ def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
+    """A folder's manifest.json; one from a newer format than this code reads is refused."""
     path = folder / "manifest.json"
     if not path.is_file():
         raise BackupError(f"{path} not found")
     try:
-        return read_json(path)
+        manifest = read_json(path)
     except (OSError, ValueError) as exc:
         raise BackupError(f"{path} is not readable JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise BackupError(f"{path} is not a manifest (not a JSON object)")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > MANIFEST_FORMAT:
+        raise BackupError(f"{path} has format_version {version!r}; this pipeline reads up to {MANIFEST_FORMAT}",
+                          hint="update the pipeline, or transform again")
+    return manifest
 
 
 def verify(folder: Path, manifest: Mapping[str, Any] | None = None) -> None:
@@ -232,3 +209,48 @@ def verify(folder: Path, manifest: Mapping[str, Any] | None = None) -> None:
                 raise BackupError(f"{folder.name}/{filename} is missing")
             if sha256_file(path) != want:
                 raise BackupError(f"{folder.name}/{filename} does not match the sha256 in its manifest")
+
+
+# The manifest's format: 2 adds what load and validate need from the transform's package
+# (archived fields, references, the canonical schema), so neither reads schemas/.
+MANIFEST_FORMAT = 2
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One collection of a manifest (a transform's export or a backup)."""
+
+    name: str
+    count: int
+    sha256: str  # of <name>.bson
+    metadata_sha256: str | None = None
+    bytes: int | None = None
+    rows: int | None = None  # transform: rows read; documents = rows - skipped
+    skipped: int = 0
+    table: str | None = None  # transform: the source table, `schema.name`
+    id_kind: str | None = None  # transform: single | composite | none
+    # transform, format 2: (field, archived name) pairs; references [{field, target,
+    # constraint}]; the canonical JSON Schema of its documents
+    archived: tuple[tuple[str, str], ...] = ()
+    references: tuple[dict[str, Any], ...] = ()
+    schema: dict[str, Any] | None = None
+
+
+def manifest_collections(manifest: Mapping) -> dict[str, ManifestEntry]:
+    """The per-collection part of a manifest, every entry checked: a collection without its
+    count or checksum is a damaged manifest, not a collection of unknown size."""
+    raw = manifest.get("collections")
+    if not isinstance(raw, Mapping):
+        raise BackupError("manifest.json has no collections mapping")
+    out: dict[str, ManifestEntry] = {}
+    for name, entry in raw.items():
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("count"), int) or not entry.get("sha256"):
+            raise BackupError(f"manifest.json: collection {name!r} lacks its count or sha256")
+        out[str(name)] = ManifestEntry(
+            name=str(name), count=entry["count"], sha256=str(entry["sha256"]),
+            metadata_sha256=entry.get("metadata_sha256"), bytes=entry.get("bytes"),
+            rows=entry.get("rows"), skipped=int(entry.get("skipped") or 0), table=entry.get("table"),
+            id_kind=entry.get("id"),
+            archived=tuple((str(a), str(b)) for a, b in entry.get("archived") or ()),
+            references=tuple(entry.get("references") or ()), schema=entry.get("schema"))
+    return out

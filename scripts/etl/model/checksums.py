@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping
 import bson
 from bson.raw_bson import RawBSONDocument
 
-from etl.formats.dumpdir import CODEC
+from etl.model.bsoncodec import CODEC
 
 try:
     from etl.model import _bsoncanon

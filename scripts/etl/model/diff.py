@@ -16,7 +16,7 @@ import hashlib
 import re
 from typing import Any, Iterable
 
-from etl.core.fsutil import canonical_json
+from etl.core.hashing import canonical_json
 
 Change = dict[str, Any]
 Snapshot = dict[str, Any]

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any, Iterable
 
 from etl.core.errors import RulesError
-from etl.core.fsutil import content_hash, write_json_if_changed
-from etl.core.paths import paths
+from etl.core.hashing import content_hash
+from etl.formats.mapping import mapping_path
 
 FORMAT_VERSION = 1
 
@@ -670,15 +669,6 @@ def _indexes(table: dict[str, Any], pk: list[str], name_of: dict[str, str],
                 spec["source"] = "unique"
         out.append(spec)
     return out
-
-
-def mapping_path() -> Path:
-    return paths.schemas / "mapping.json"
-
-
-def write_mapping(mapping: dict[str, Any], path: Path | None = None) -> bool:
-    """Write schemas/mapping.json only when it changed. Returns True when written."""
-    return write_json_if_changed(path or mapping_path(), mapping)
 
 
 def mapping_hash(mapping: dict[str, Any]) -> str:

@@ -23,8 +23,8 @@ import yaml
 from bson import Decimal128, Int64
 
 from etl.core.errors import DecisionError, RulesError
+from etl.formats.migration import Step
 from etl.model.mapping import build_mapping, collection_name, stored_bson
-from etl.stages.migrate import Step
 
 log = logging.getLogger("etl.plan")
 
@@ -195,7 +195,7 @@ def field_info(index: dict[tuple[str, str], FieldInfo], table: str, column: str,
 def _field_schema(info: FieldInfo) -> dict[str, Any] | None:
     if not info.spec:
         return None
-    from etl.stages.canonical import field_schema
+    from etl.model.canonical import field_schema
 
     return field_schema(info.spec)
 

@@ -13,10 +13,11 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
+from etl.adapters.mongodb import connect, describe
 from etl.core.config import Config, mask_uri
 from etl.core.errors import ConfigError, DatabaseError
-from etl.core.fsutil import canonical_json, content_hash
-from etl.adapters.mongodb import check_db_name, connect, describe
+from etl.core.hashing import canonical_json, content_hash
+from etl.core.names import check_db_name
 
 MAX_PATHS = 8  # differing fields listed per document
 

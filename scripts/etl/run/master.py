@@ -23,14 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-
-from etl.core import lock
-from etl.run import runlog
+from etl.core import lock, runs
 from etl.core.config import SOURCES, Config
 from etl.core.errors import EXIT_ERROR, EXIT_INVALID, EXIT_OK, EXIT_PENDING, RunError
-from etl.adapters.mongodb import check_db_name
+from etl.core.names import check_db_name
 from etl.core.paths import paths
 from etl.core.progress import PROGRESS_TTY_ENV
+from etl.run import runlog
 
 log = logging.getLogger("etl.run")
 out_log = logging.getLogger("etl.run.output")
@@ -128,8 +127,8 @@ def child_environment(run: runlog.Run, opts: RunOptions, console: TextIO | None 
     if console is not None and _is_tty(console):
         # The stages write into a pipe, but the pipe ends on a terminal: draw bars.
         env[PROGRESS_TTY_ENV] = "1"
-    env[runlog.RUN_ID_ENV] = run.run_id
-    env[runlog.RUN_LOG_ENV] = str(run.log_path)
+    env[runs.RUN_ID_ENV] = run.run_id
+    env[runs.RUN_LOG_ENV] = str(run.log_path)
     env["PYTHONUNBUFFERED"] = "1"  # stage output reaches the log as it happens
     env["ETL_ROOT"] = str(paths.root)
     # Flags win over files and environment for every stage, not only the ones the Makefile

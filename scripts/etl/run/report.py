@@ -18,7 +18,9 @@ import jinja2
 
 from etl.core.fsutil import write_atomic
 from etl.core.paths import paths
-from etl.run.runlog import Redactor, check_run_id, parse_iso
+from etl.core.redact import Redactor
+from etl.core.runs import check_run_id
+from etl.run.runlog import parse_iso
 
 STATUS_COLOURS = {
     "ok": "#2e7d32", "failed": "#c62828", "pending": "#ef6c00", "invalid": "#6a1b9a",

@@ -33,58 +33,32 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
-from etl.core.config import Config, mask_uri, secrets_of
-from etl.core.errors import EXIT_CHANGES, EXIT_INVALID, EXIT_OK, EXIT_PENDING, EtlError, RunError
+from etl.core.config import Config, mask_uri
+from etl.core.errors import (
+    EXIT_CHANGES,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_PENDING,
+    EtlError,
+)
 from etl.core.fsutil import read_json, write_atomic
 from etl.core.paths import paths
+from etl.core.redact import Redactor, redactor_for
+from etl.core.runs import RUN_LOG_ENV, check_run_id, current_run_id
 
 log = logging.getLogger("etl.run")
 
 AUDIT_COLLECTION = "etl_audit"
-RUN_ID_ENV = "ETL_RUN_ID"
-RUN_LOG_ENV = "ETL_RUN_LOG"
 # The pipeline's stages in order; commands outside this list (status, compare, config) are
 # not stages and leave no stage record.
 STAGES = ("acquire", "restore", "snapshot", "detect", "decide", "canonical", "generate",
           "mongo-schema", "transform", "backup", "load", "validate", "test-data", "push")
-RUN_ID_RE = re.compile(r"\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}(?:-\d{1,3})?")
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-
-_URI_PASSWORD = re.compile(r"(://[^:/@\s]+:)([^@\s]+)(@)")
-_KV_PASSWORD = re.compile(r"(password\s*=\s*)(\S+)", re.IGNORECASE)
 
 
 # --- redaction -------------------------------------------------------------------------------
-
-
-class Redactor:
-    """Replaces every configured secret, and any password inside a URI or DSN, with ***."""
-
-    def __init__(self, secrets: Iterable[str] = ()):
-        # Longest first, so a secret containing another is replaced whole.
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        text = _URI_PASSWORD.sub(r"\1***\3", text)
-        return _KV_PASSWORD.sub(r"\1***", text)
-
-    def obj(self, value: Any) -> Any:
-        """A copy of a JSON-like value with every string redacted."""
-        if isinstance(value, str):
-            return self(value)
-        if isinstance(value, dict):
-            return {k: self.obj(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [self.obj(v) for v in value]
-        return value
-
-
-def redactor_for(cfg: Config | None) -> Redactor:
-    return Redactor(secrets_of(cfg) if cfg is not None else ())
 
 
 class RedactingFormatter(logging.Formatter):
@@ -147,13 +121,6 @@ def parse_iso(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def check_run_id(run_id: str) -> str:
-    # The id becomes a file and a folder name: anything else is refused, never joined to a path.
-    if not RUN_ID_RE.fullmatch(run_id):
-        raise RunError(f"run id {run_id[:40]!r} is not YYYY-MM-DD-HH-mm-ss")
-    return run_id
-
-
 def run_dir(run_id: str) -> Path:
     return paths.run / "runs" / check_run_id(run_id)
 
@@ -170,11 +137,6 @@ def new_run_id(now: datetime | None = None) -> str:
         n += 1
         candidate = f"{base}-{n}"
     return candidate
-
-
-def current_run_id() -> str | None:
-    value = os.environ.get(RUN_ID_ENV, "").strip()
-    return check_run_id(value) if value else None
 
 
 # --- stages ----------------------------------------------------------------------------------

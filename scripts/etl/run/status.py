@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from etl.core.config import Config, mask_uri
 from etl.core.errors import DatabaseError
 from etl.core.fsutil import read_json

@@ -20,14 +20,12 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-
+from etl.adapters.services import pg_tool
 from etl.core.config import Config, mask_uri, secrets_of
 from etl.core.errors import SourceError
 from etl.core.fsutil import read_json, sha256_file, write_json_if_changed
 from etl.core.paths import paths
-from etl.core.progress import say
-from etl.core.progress import Progress
-from etl.adapters.services import pg_tool
+from etl.core.progress import Progress, say
 
 log = logging.getLogger("etl.acquire")
 

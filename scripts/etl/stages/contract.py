@@ -309,7 +309,7 @@ def validator_problems(canonical: dict[str, Any], validator: dict[str, Any] | No
     """How the server's validator differs from the one etl.mongo_schema derives from the
     canonical schema. Differences are named by property (missing, extra, required, enum)
     where possible, so a failure says what drifted, not just that something did."""
-    from etl.stages.mongo_schema import plain, validator_for
+    from etl.model.validators import plain, validator_for
 
     if not validator or "$jsonSchema" not in validator:
         return ["the collection has no $jsonSchema validator"]
@@ -346,7 +346,7 @@ def index_problems(expected: list[dict[str, Any]], actual: dict[str, dict[str, A
 
     Names are not compared (they are cosmetic); the `_id` index is MongoDB's own."""
     def shape(ix: dict[str, Any], keys: Sequence[Sequence[Any]]) -> tuple[bool, Any]:
-        from etl.stages.mongo_schema import plain
+        from etl.model.validators import plain
 
         return bool(ix.get("unique")), plain(ix.get("partialFilterExpression")) or None
 

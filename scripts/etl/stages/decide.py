@@ -25,11 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-
-from etl.formats import decisions as dec
 from etl.core.errors import DecisionError, PendingDecisions, SnapshotError
 from etl.core.fsutil import read_json, write_if_changed, write_json_if_changed
 from etl.core.paths import paths
+from etl.formats import decisions as dec
 
 log = logging.getLogger("etl.decide")
 
@@ -133,7 +132,7 @@ def after_index(inputs: Inputs):
 
 
 def _rules() -> dict[str, Any] | None:
-    from etl.model.rules import load_rules
+    from etl.formats.rules import load_rules
 
     return load_rules()
 
@@ -294,8 +293,8 @@ def accept(inputs: Inputs, new_entries: dict[str, dict[str, Any]], *, cfg=None, 
     if decided and new_acceptance:
         # Built before anything is written: a bad answer (a default that does not fit) must not
         # leave a half-accepted state behind.
+        from etl.formats.migration import migrations_dir, write_script
         from etl.model.plan import build_plan, render_md
-        from etl.stages.migrate import migrations_dir, write_script
 
         plan, steps = build_plan(inputs.changes_doc, answers, inputs.accepted, inputs.current,
                                  rules=_rules(), decisions_doc={"decisions": entries},

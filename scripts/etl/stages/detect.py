@@ -20,10 +20,16 @@ from typing import Any
 from bson import Binary, Decimal128
 
 from etl.core.config import Config
-from etl.model.diff import IMPACT_ROWS, IMPACT_WORDS, Snapshot, detect_changes, unknown_types
 from etl.core.errors import DatabaseError
 from etl.core.fsutil import write_atomic, write_json_if_changed
 from etl.core.paths import paths
+from etl.model.diff import (
+    IMPACT_ROWS,
+    IMPACT_WORDS,
+    Snapshot,
+    detect_changes,
+    unknown_types,
+)
 
 log = logging.getLogger("etl.detect")
 

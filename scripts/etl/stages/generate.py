@@ -33,7 +33,8 @@ from typing import Any, Iterable
 import yaml
 
 from etl.core.errors import GenerateError
-from etl.core.fsutil import content_hash, read_json, write_if_changed
+from etl.core.fsutil import read_json, write_if_changed
+from etl.core.hashing import content_hash
 from etl.core.paths import SOURCE_ROOT, paths
 
 log = logging.getLogger("etl.generate")
@@ -65,7 +66,7 @@ class Collection:
         None when the schema does not say."""
         if "x-indexes" not in self.schema:
             return None
-        from etl.stages.mongo_schema import expected_indexes
+        from etl.model.indexes import expected_indexes
 
         try:
             return expected_indexes(self.schema)
@@ -352,7 +353,12 @@ class _PlainDumper(yaml.SafeDumper):
 
 def render_model(c: Collection) -> str:
     """Pydantic v2 models through datamodel-code-generator's Python API (no subprocess)."""
-    from datamodel_code_generator import DataModelType, InputFileType, PythonVersion, generate
+    from datamodel_code_generator import (
+        DataModelType,
+        InputFileType,
+        PythonVersion,
+        generate,
+    )
     from datamodel_code_generator.format import Formatter
 
     schema = {**c.schema, "title": c.type_name}

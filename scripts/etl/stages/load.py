@@ -27,17 +27,27 @@ from typing import Any, Callable
 
 import bson
 from bson.raw_bson import RawBSONDocument
-from pymongo import InsertOne, ReplaceOne
+from pymongo import ReplaceOne
 from pymongo.errors import PyMongoError
 
-from etl.model.checksums import id_key
-from etl.formats.dumpdir import CODEC, RAW_CODEC, index_specs, iter_batches, read_manifest, read_metadata, verify
+from etl.adapters.mongodb import connect, describe
+from etl.adapters.mongodb.collections import Staging, create_indexes
 from etl.core.config import Config
-from etl.core.errors import BackupError, LoadError
+from etl.core.errors import BackupError, DatabaseError, LoadError
 from etl.core.fsutil import write_atomic
-from etl.adapters.mongodb import check_db_name, connect, describe
+from etl.core.names import check_db_name
 from etl.core.paths import paths
 from etl.core.progress import Progress
+from etl.formats.dumpdir import (
+    iter_batches,
+    read_manifest,
+    read_metadata,
+    verify,
+)
+from etl.model.bsoncodec import CODEC, RAW_CODEC
+from etl.model.checksums import id_key
+from etl.model.indexes import entry_indexes
+from etl.model.validators import validation_options, validator_for
 
 log = logging.getLogger("etl.load")
 
@@ -62,74 +72,27 @@ class LoadResult:
     phases: dict[str, float] = field(default_factory=dict)
 
 
-def insert_batch(coll, docs: list) -> int:
-    """One batch into `coll` (ordered: a failure stops at the failing document); the number of
-    documents the server acknowledged (its `n`). Not `insert_many(...).inserted_ids`: pymongo
-    collects ids only from documents it decoded, so for raw BSON that list stays empty."""
-    return coll.bulk_write([InsertOne(doc) for doc in docs], ordered=True).inserted_count
 
 
-def _staging_options(meta: dict[str, Any], schema: dict[str, Any] | None, cfg: Config) -> dict[str, Any]:
-    """The collection options a staging collection gets: the validator of the canonical schema
-    (or, without one, the options the transform wrote into the metadata)."""
-    if schema is not None:
-        from etl.stages.mongo_schema import validation_options, validator_for
-
-        return {"validator": validator_for(schema), **validation_options(cfg["ETL_SCHEMA_STRICT_MODE"])}
-    return {k: v for k, v in (meta.get("options") or {}).items() if k not in ("uuid",)}
 
 
-def _enforced(options: dict[str, Any]) -> bool:
-    """Does the validator refuse documents (validationAction error, MongoDB's default)?"""
-    return "validator" in options and options.get("validationAction", "error") == "error"
 
 
-def _create_staging(mdb, name: str, staging: str, options: dict[str, Any]) -> None:
-    """The staging collection. A validator that refuses documents is there before the first
-    one arrives, so a bad document stops the load at its batch; one that only warns is set
-    after the documents (see _finish_staging): checking each insert against it would cost
-    the server the same work and tell nobody anything."""
-    from etl.stages.mongo_schema import VALIDATION_OPTIONS
-
-    if not _enforced(options):
-        options = {k: v for k, v in options.items() if k not in VALIDATION_OPTIONS}
-    try:
-        mdb.create_collection(staging, **options)
-    except PyMongoError as exc:
-        raise LoadError(f"{name}: creating its staging collection failed: {describe(exc)}") from None
 
 
-def _finish_staging(mdb, name: str, staging: str, options: dict[str, Any], meta: dict[str, Any]) -> None:
-    """Indexes, then the validator that only warns, on a staging collection that holds all
-    its documents. One index build per index costs less than keeping each index up to date
-    through every insert, on MongoDB as on the managed server; a duplicate key fails the
-    build with the key in the server's message, and the load stops before any swap."""
-    from etl.stages.mongo_schema import VALIDATION_OPTIONS
-
-    coll = mdb[staging]
-    try:
-        _create_indexes(coll, meta)
-    except PyMongoError as exc:
-        raise LoadError(f"{name}: building its indexes failed: {describe(exc)}") from None
-    validation = {k: v for k, v in options.items() if k in VALIDATION_OPTIONS}
-    if validation and not _enforced(options):
-        try:
-            mdb.command({"collMod": staging, **validation})
-        except PyMongoError as exc:
-            raise LoadError(f"{name}: collMod with its validator failed: {describe(exc)}") from None
 
 
-def _create_indexes(coll, meta: dict[str, Any]) -> None:
-    # One create_index per index rather than create_indexes: the same command on a server,
-    # and clients that drop options from IndexModel (a partial filter) get them all.
-    for spec in index_specs(meta):
-        kwargs = {k: v for k, v in spec.items() if k != "keys"}
-        coll.create_index(spec["keys"], **kwargs)
+
+
+
+
+
+
 
 
 def _schemas() -> dict[str, dict[str, Any]]:
     try:
-        from etl.stages.canonical import read_canonical
+        from etl.formats.canonical import read_canonical
 
         return read_canonical()
     except Exception:  # noqa: BLE001 - no canonical schemas yet: the metadata's options are used
@@ -168,7 +131,7 @@ def load(cfg: Config, db: str | None = None, *, source: str | None = None, mode:
         existing = set(mdb.list_collection_names())
         doomed = sorted(n for n in existing if drop_database and n not in names and not n.startswith("system."))
         if backup:
-            from etl.stages.backup import take_backup
+            from etl.adapters.mongodb.dumps import take_backup
 
             result.backup_version = take_backup(cfg, db, sorted(set(names) | set(doomed)),
                                                 reason=f"before {mode} load", client=client)
@@ -178,7 +141,7 @@ def load(cfg: Config, db: str | None = None, *, source: str | None = None, mode:
             # Documents that exist only here are kept by an incremental load, so they must
             # follow the accepted schema too: decide's migration scripts (renames, defaults,
             # casts) run first, recorded with the backup they ran against.
-            from etl.stages.migrate import apply_pending
+            from etl.adapters.mongodb.migrations import apply_pending
 
             result.migrations = apply_pending(mdb, result.backup_version)
             for applied in result.migrations:
@@ -244,28 +207,31 @@ def _carry_archived(live, batch: list, keep: list[tuple[str, str]]) -> tuple[lis
     return out, carried
 
 
+def _staging_options(meta: dict[str, Any], schema: dict[str, Any] | None, cfg: Config) -> dict[str, Any]:
+    """The options a staging collection gets: the validator of the canonical schema (or,
+    without one, the options the transform wrote into the metadata)."""
+    if schema is not None:
+        return {"validator": validator_for(schema), **validation_options(cfg["ETL_SCHEMA_STRICT_MODE"])}
+    return dict(meta.get("options") or {})
+
+
 def _load_full(cfg: Config, mdb, folder: Path, names: list[str], entries: dict[str, Any], batch_size: int,
                doomed: list[str], result: LoadResult, echo: Callable[[str], None],
                archived: dict[str, list[tuple[str, str]]] | None = None) -> None:
-    run_id = uuid.uuid4().hex[:8]
-    staging = {n: f"{n}__staging_{run_id}" for n in names}
+    staging = Staging(mdb, uuid.uuid4().hex[:8])
     # A load killed outright (SIGKILL, power) cannot drop its staging collections; the next
     # full load of the same collections does.
-    leftovers = [c for c in mdb.list_collection_names() if c.partition("__staging_")[0] in names
-                 and "__staging_" in c]
+    leftovers = staging.leftovers(names)
     if leftovers:
-        result.notes.append(f"dropped staging collections of an interrupted load: {', '.join(sorted(leftovers))}")
-        _drop_all(mdb, leftovers)
+        result.notes.append(f"dropped staging collections of an interrupted load: {', '.join(leftovers)}")
+        staging.drop_named(leftovers)
     schemas = _schemas()
-    created: dict[str, dict[str, Any]] = {}
     current = ""
     try:
         for n in names:
             current = n
             meta = read_metadata(folder / f"{n}.metadata.json")
-            created[n] = _staging_options(meta, schemas.get(n), cfg)
-            _create_staging(mdb, n, staging[n], created[n])
-            coll = mdb[staging[n]]
+            staging.create(n, _staging_options(meta, schemas.get(n), cfg))
             want = int(entries[n]["count"])
             keep = (archived or {}).get(n) or []
             carried = have = 0
@@ -275,7 +241,7 @@ def _load_full(cfg: Config, mdb, folder: Path, names: list[str], entries: dict[s
                     if keep:
                         batch, k = _carry_archived(mdb[n], batch, keep)
                         carried += k
-                    have += insert_batch(coll, batch)
+                    have += insert_batch(staging, n, batch)
                     bar.advance(len(batch))
             _phase(result, "insert", started)
             if keep:
@@ -285,12 +251,12 @@ def _load_full(cfg: Config, mdb, folder: Path, names: list[str], entries: dict[s
             if have != want:
                 raise LoadError(f"{n}: the server acknowledged {have} documents into staging, the manifest says {want}")
             started = time.perf_counter()
-            _finish_staging(mdb, n, staging[n], created[n], meta)
+            staging.finish(n, entry_indexes(meta.get("indexes") or []))
             _phase(result, "indexes", started)
             result.counts[n] = have
     except BaseException as exc:
-        _drop_all(mdb, staging.values())
-        if isinstance(exc, LoadError):
+        staging.drop(names)
+        if isinstance(exc, (LoadError, DatabaseError)):
             raise LoadError(f"{exc} (old collections untouched, staging dropped)") from None
         if isinstance(exc, PyMongoError):
             raise LoadError(f"loading {mdb.name}.{current} failed before any swap: {describe(exc)} "
@@ -299,35 +265,27 @@ def _load_full(cfg: Config, mdb, folder: Path, names: list[str], entries: dict[s
     for n in doomed:
         mdb.drop_collection(n)
         result.dropped.append(n)
-    from etl.stages.mongo_schema import keep_options
-
-    swapped: list[str] = []
     started = time.perf_counter()
-    for n in names:
-        try:
-            mdb[staging[n]].rename(n, dropTarget=True)
-            swapped.append(n)
-            if keep_options(mdb, n, created[n]):
-                result.revalidated.append(n)
-        except PyMongoError as exc:
-            _drop_all(mdb, [staging[m] for m in names if m not in swapped])
-            done = f"; already swapped: {', '.join(swapped)}" if swapped else ""
-            raise LoadError(f"renameCollection {staging[n]} -> {n} with dropTarget failed: "
-                            f"{describe(exc)}{done}") from None
-        echo(f"{n}: {result.counts[n]} documents swapped in")
+    try:
+        staging.swap(names, on_swapped=lambda n: echo(f"{n}: {result.counts[n]} documents swapped in"))
+    except DatabaseError as exc:
+        raise LoadError(str(exc)) from None
+    finally:
+        result.revalidated = list(staging.revalidated)
     _phase(result, "swap", started)
+
+
+def insert_batch(staging: Staging, collection: str, batch: list) -> int:
+    """One batch into a staging collection; what the server acknowledged (a seam the tests
+    use to stand for a server that acknowledges less)."""
+    return staging.insert(collection, batch)
 
 
 def _phase(result: LoadResult, name: str, started: float) -> None:
     result.phases[name] = round(result.phases.get(name, 0.0) + time.perf_counter() - started, 3)
 
 
-def _drop_all(mdb, names) -> None:
-    for name in names:
-        try:
-            mdb.drop_collection(name)
-        except PyMongoError as exc:  # best effort while reporting the first error
-            log.warning("could not drop staging collection %s: %s", name, describe(exc))
+
 
 
 def _load_incremental(mdb, folder: Path, name: str, entry: dict[str, Any], batch_size: int, prune: bool,
@@ -349,7 +307,10 @@ def _load_incremental(mdb, folder: Path, name: str, entry: dict[str, Any], batch
             coll.bulk_write([ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs], ordered=False)
             upserted += len(docs)
             bar.advance(len(docs))
-    _create_indexes(coll, meta)
+    try:
+        create_indexes(coll, entry_indexes(meta.get("indexes") or []))
+    except PyMongoError as exc:
+        raise LoadError(f"{name}: building its indexes failed: {describe(exc)}") from None
     if keep:
         result.notes.append(f"{name}: archived fields ({', '.join(a for _, a in keep)}) carried over on "
                             f"{carried} documents")

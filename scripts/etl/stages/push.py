@@ -27,14 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-
 from etl.core.config import Config, mask_uri
 from etl.core.errors import PushError, ValidationError
 from etl.core.fsutil import sha256_file
-from etl.adapters.mongodb import check_db_name
+from etl.core.names import check_db_name
 from etl.core.paths import paths
 from etl.core.progress import Progress
-from etl.stages.validate import manifest_collections, read_manifest
+from etl.formats.dumpdir import manifest_collections
+from etl.stages.validate import read_manifest
 
 log = logging.getLogger("etl.push")
 
@@ -121,8 +121,13 @@ def _gzip(src: Path, dst: Path) -> str:
 
 
 def _s3_error(exc: Exception, cfg: Config, bucket: str) -> PushError:
-    from botocore.exceptions import (ClientError, ConnectTimeoutError, EndpointConnectionError,
-                                     NoCredentialsError, PartialCredentialsError)
+    from botocore.exceptions import (
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
 
     from etl.adapters.s3 import describe_error
 

@@ -16,13 +16,13 @@ import time
 import psycopg
 from psycopg import sql
 
-from etl.stages.acquire import current_pointer
+from etl.adapters.services import pg_tool
 from etl.core.config import Config, pg_conninfo
 from etl.core.errors import DatabaseError, RestoreError, SourceError
 from etl.core.fsutil import read_json, write_json_if_changed
 from etl.core.paths import paths
 from etl.core.progress import say
-from etl.adapters.services import pg_tool
+from etl.stages.acquire import current_pointer
 
 log = logging.getLogger("etl.restore")
 

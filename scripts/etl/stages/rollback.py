@@ -16,26 +16,30 @@ A rollback
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pymongo.errors import PyMongoError
 
-from etl.stages.backup import VERSION_RE, take_backup
-from etl.formats.dumpdir import verify
+from etl.adapters.mongodb import connect, describe
+from etl.adapters.mongodb.collections import keep_options
+from etl.adapters.mongodb.dumps import take_backup
+from etl.core import runs
 from etl.core.config import Config
 from etl.core.errors import BackupError, DatabaseError
 from etl.core.fsutil import read_json
-from etl.adapters.mongodb import check_db_name, connect, describe
-from etl.stages.mongo_schema import keep_options
-from etl.core.paths import paths
+from etl.core.names import check_db_name
 from etl.core.progress import Progress
-from etl.formats.dumpdir import RAW_CODEC, iter_batches, read_metadata
+from etl.formats.backups import _pin, version_dir
+from etl.formats.dumpdir import (
+    iter_batches,
+    manifest_collections,
+    read_metadata,
+    verify,
+)
+from etl.model.bsoncodec import RAW_CODEC
 from etl.model.checksums import combine, doc_digest
-from etl.stages.validate import manifest_collections
 
 log = logging.getLogger("etl.rollback")
 
@@ -44,91 +48,12 @@ log = logging.getLogger("etl.rollback")
 STAGING_PREFIX = "__staging_rollback_"
 
 
-def check_version(version: str) -> str:
-    """The version if it is exactly YYYY-MM-DD-NNN; a path or shell fragment never gets further."""
-    if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
-        raise BackupError(f"malformed backup version {str(version)[:40]!r}: expected YYYY-MM-DD-NNN, "
-                          "e.g. 2025-06-28-001")
-    return version
-
-
-def version_dir(db: str, version: str) -> Path:
-    db, version = check_db_name(db), check_version(version)
-    folder = paths.backups / db / version
-    if not (folder / "manifest.json").is_file():
-        raise BackupError(f"no backup {version} of {db}", hint="`make list-versions` lists them")
-    return folder
-
-
 # ---------------------------------------------------------------------------------------------
 # Listing
 
 
-def _size(folder: Path, manifest: dict) -> int:
-    for key in ("size", "size_bytes", "bytes"):
-        if isinstance(manifest.get(key), int):
-            return manifest[key]
-    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
-
-
-def _source_dump(manifest: dict) -> str | None:
-    source = manifest.get("source_dump", manifest.get("source"))
-    if isinstance(source, dict):
-        return source.get("file") or source.get("name") or source.get("key") or source.get("sha256")
-    return source
-
-
-def describe_version(folder: Path) -> dict:
-    manifest = read_json(folder / "manifest.json")
-    entries = manifest_collections(manifest)
-    counts = {name: e.count for name, e in sorted(entries.items())}
-    return {
-        "version": folder.name,
-        "database": manifest.get("database") or folder.parent.name,
-        "created_at": manifest.get("created_at"),
-        "collections": sorted(entries),
-        "counts": counts,
-        "documents": sum(c or 0 for c in counts.values()),
-        "source_dump": _source_dump(manifest),
-        "schema_hash": manifest.get("schema_hash"),
-        "size": _size(folder, manifest),
-        "path": str(folder),
-    }
-
-
-def list_versions(db: str | None = None) -> list[dict]:
-    """Every backup version (of `db`, or of all databases), oldest first."""
-    root = paths.backups
-    dbs = [check_db_name(db)] if db else sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    out: list[dict] = []
-    for name in dbs:
-        base = root / name
-        if not base.is_dir():
-            continue
-        for folder in sorted(base.iterdir()):
-            if VERSION_RE.fullmatch(folder.name) and (folder / "manifest.json").is_file():
-                try:
-                    out.append(describe_version(folder))
-                except (OSError, ValueError) as exc:
-                    log.warning("backup %s is unreadable: %s", folder, exc)
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # Restoring
-
-
-def _pin(folder: Path) -> Path:
-    """Hard-link the version's files into a private folder: taking the pre-rollback backup may
-    prune old versions (retention), and the one being restored must survive that."""
-    pinned = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".restoring-{folder.name}-"))
-    for path in folder.iterdir():
-        if path.is_file():
-            try:
-                os.link(path, pinned / path.name)
-            except OSError:  # another filesystem or no hard links: copy instead
-                shutil.copy2(path, pinned / path.name)
-    return pinned
 
 
 def _index_specs(metadata: dict) -> list[dict]:
@@ -229,9 +154,8 @@ def _exclusive():
     from contextlib import nullcontext
 
     from etl.core import lock
-    from etl.run import runlog
 
-    return nullcontext() if runlog.current_run_id() else lock.acquire()
+    return nullcontext() if runs.current_run_id() else lock.acquire()
 
 
 def _restore(cfg: Config, db: str, version: str, folder: Path, entries: dict) -> RollbackResult:

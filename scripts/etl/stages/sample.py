@@ -33,12 +33,13 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from etl.adapters.services import pg_tool
 from etl.core.config import Config, client_connection, mask_uri
 from etl.core.errors import DatabaseError, EtlError, SampleError, SourceError
-from etl.core.fsutil import content_hash, read_json, sha256_file, write_json_if_changed
+from etl.core.fsutil import read_json, sha256_file, write_json_if_changed
+from etl.core.hashing import content_hash
 from etl.core.paths import paths
 from etl.core.progress import Progress
-from etl.adapters.services import pg_tool
 
 log = logging.getLogger("etl.sample")
 

@@ -17,10 +17,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
-
 from etl.core.config import mask_uri
 from etl.core.errors import DatabaseError, SnapshotError
-from etl.core.fsutil import content_hash, write_atomic, write_json_if_changed
+from etl.core.fsutil import write_atomic, write_json_if_changed
+from etl.core.hashing import content_hash
 from etl.core.paths import paths
 
 log = logging.getLogger("etl.snapshot")

@@ -34,14 +34,25 @@ from typing import Any, Iterator, Mapping, Sequence
 import bson
 from pymongo.errors import PyMongoError
 
-from etl.formats import dumpdir as bsondump
-from etl.model.checksums import Digest, combine, content_digest, doc_digest, id_key, raw_id_key, show_id
+from etl.adapters.mongodb import connect
 from etl.core.config import Config
 from etl.core.errors import DatabaseError, ValidationError, ValidationFailed
 from etl.core.fsutil import read_json, write_atomic
-from etl.adapters.mongodb import check_db_name, connect
+from etl.core.names import check_db_name
 from etl.core.paths import paths
 from etl.core.progress import Progress
+from etl.formats import dumpdir as bsondump
+from etl.formats.dumpdir import ManifestEntry, manifest_collections
+from etl.model.checksums import (
+    Digest,
+    combine,
+    content_digest,
+    doc_digest,
+    id_key,
+    raw_id_key,
+    show_id,
+)
+from etl.model.references import Reference, references_from
 
 log = logging.getLogger("etl.validate")
 
@@ -69,65 +80,6 @@ def read_docs(coll, query: dict | None = None, projection: dict | None = None):
     """Documents from a server with the same codec as the files: dates outside Python's range
     come back as DatetimeMS instead of failing the read."""
     return coll.with_options(codec_options=CODEC).find(query or {}, projection)
-
-
-@dataclass
-class ManifestEntry:
-    name: str
-    count: int | None = None
-    sha256: str | None = None  # of <name>.bson
-    metadata_sha256: str | None = None
-    skipped: int = 0
-    rows: int | None = None
-    table: str | None = None  # the source table, `schema.name`
-
-
-def _first(entry: Mapping, *keys: str) -> Any:
-    for key in keys:
-        if entry.get(key) is not None:
-            return entry[key]
-    return None
-
-
-def manifest_collections(manifest: Mapping) -> dict[str, ManifestEntry]:
-    """The per-collection part of a manifest (transform output or backup).
-
-    Accepts `collections` as a mapping name -> {count, sha256, …} or as a list of objects with
-    a `name`, and file checksums either inside the entry or in a top-level `files` mapping
-    keyed by file name, so the transform's and the backup's manifests read the same way.
-    """
-    raw = manifest.get("collections") or {}
-    if isinstance(raw, list):
-        items = [(str(e.get("name")), e) for e in raw if isinstance(e, Mapping) and e.get("name")]
-    else:
-        items = [(str(k), v if isinstance(v, Mapping) else {"count": v}) for k, v in raw.items()]
-    files = manifest.get("files") or {}
-
-    def file_sha(entry: Mapping, filename: str, *keys: str) -> str | None:
-        found = _first(entry, *keys)
-        inner = entry.get("files") if isinstance(entry.get("files"), Mapping) else {}
-        if found is None and filename in inner:
-            found = inner[filename]
-        if found is None and filename in files:
-            found = files[filename]
-        if isinstance(found, Mapping):
-            found = found.get("sha256")
-        return str(found) if found else None
-
-    out: dict[str, ManifestEntry] = {}
-    for name, entry in items:
-        count = _first(entry, "count", "documents", "docs")
-        rows = _first(entry, "rows", "source_rows")
-        out[name] = ManifestEntry(
-            name=name,
-            count=int(count) if count is not None else None,
-            sha256=file_sha(entry, f"{name}.bson", "sha256", "bson_sha256"),
-            metadata_sha256=file_sha(entry, f"{name}.metadata.json", "metadata_sha256"),
-            skipped=int(_first(entry, "skipped", "skips") or 0),
-            rows=int(rows) if rows is not None else None,
-            table=entry.get("table"),
-        )
-    return out
 
 
 def read_manifest(folder: Path) -> dict:
@@ -171,49 +123,6 @@ def schema_validator(path: Path):
 
 # ---------------------------------------------------------------------------------------------
 # References (foreign keys as fields)
-
-
-@dataclass(frozen=True)
-class Reference:
-    collection: str  # the referring collection
-    field: str
-    target: str  # the collection whose _id it points at
-    constraint: str = ""
-
-
-def references_from(mapping: Mapping, snapshot: Mapping) -> tuple[list[Reference], list[str]]:
-    """References to check, from the mapping and the accepted snapshot's foreign keys.
-
-    A single-column foreign key to a table whose collection has a single-column `_id` on the
-    referenced column becomes a Reference; anything else (composite keys, a target that is not
-    loaded) is returned as a note saying why it is not checked.
-    """
-    collections = mapping.get("collections") or {}
-    by_table = {spec.get("table"): name for name, spec in collections.items()}
-    tables = snapshot.get("tables") or {}
-    refs: list[Reference] = []
-    notes: list[str] = []
-    for name, spec in sorted(collections.items()):
-        field_of = {f.get("column"): f.get("name") for f in spec.get("fields") or []}
-        for fk in (tables.get(spec.get("table")) or {}).get("foreign_keys") or []:
-            label = f"{name}.{','.join(fk.get('columns') or [])} -> {fk.get('ref_table')}"
-            target = by_table.get(fk.get("ref_table"))
-            if target is None:
-                notes.append(f"{label}: not checked, {fk.get('ref_table')} is not loaded")
-                continue
-            target_id = (collections[target].get("id") or {})
-            if len(fk.get("columns") or []) != 1 or target_id.get("kind") != "single":
-                notes.append(f"{label}: not checked, composite reference")
-                continue
-            if list(fk.get("ref_columns") or []) != list(target_id.get("columns") or []):
-                notes.append(f"{label}: not checked, it references columns other than the _id")
-                continue
-            fieldname = field_of.get(fk["columns"][0])
-            if not fieldname:
-                notes.append(f"{label}: not checked, the column is not mapped to a field")
-                continue
-            refs.append(Reference(name, fieldname, target, fk.get("name") or ""))
-    return refs, notes
 
 
 def _ref_key(value: Any) -> Any:
@@ -623,7 +532,7 @@ def pre_load_backup(db: str) -> tuple[str | None, str]:
     """(version, where from): the backup taken before the last load, as the load recorded it
     in `.make/<db>/load.stamp` (JSON, `backup_version`; null when there was nothing to back up);
     without such a record, the newest backup of `db`."""
-    from etl.stages.rollback import list_versions
+    from etl.formats.backups import list_versions
 
     stamp = paths.make_stamps / db / "load.stamp"
     try:

@@ -27,27 +27,29 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bson import json_util
-from bson.json_util import JSONOptions, JSONMode
+from bson.json_util import JSONMode, JSONOptions
 
 from etl.core.errors import MigrationError
-from etl.core.fsutil import sha256_file, write_if_changed
+from etl.core.fsutil import write_if_changed
 from etl.core.paths import paths
 
-log = logging.getLogger("etl.migrate")
-
 FORMAT_LINE = "// etl migration format 1"
-RECORDS = "_etl_migrations"
+
+
 # Canonical Extended JSON: every number carries its BSON type ({"$numberInt": "3"},
 # {"$numberLong": "3"}), so a default for a bigint field is a long on both sides and passes a
 # validator that wants one. Relaxed mode would turn it into whatever the reader guesses.
 _JSON_OPTIONS = JSONOptions(json_mode=JSONMode.CANONICAL, tz_aware=True, tzinfo=dt.timezone.utc)
+
+
 _DESERIALIZE = "EJSON.deserialize("
+
+
 _EXACT = ', {"relaxed": false})'  # mongosh's EJSON keeps Int32/Long/Double instead of JS numbers
 
 
@@ -74,10 +76,6 @@ class Script:
 def migrations_dir() -> Path:
     return paths.data / "migrations"
 
-
-# ---------------------------------------------------------------------------------------------
-# Writing
-# ---------------------------------------------------------------------------------------------
 
 def _s(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
@@ -117,10 +115,6 @@ def write_script(path: Path, steps: list[Step], header: list[str]) -> bool:
     parse_script(text, path.name)  # what we write must be what we can read back
     return write_if_changed(path, text)
 
-
-# ---------------------------------------------------------------------------------------------
-# Parsing
-# ---------------------------------------------------------------------------------------------
 
 class _Cursor:
     def __init__(self, text: str, where: str):
@@ -238,97 +232,3 @@ def parse_script(text: str, name: str = "migration.js") -> Script:
     if not script.steps:
         script.header = comments
     return script
-
-
-# ---------------------------------------------------------------------------------------------
-# Applying
-# ---------------------------------------------------------------------------------------------
-
-def applied_record(db, path: Path) -> dict[str, Any] | None:
-    return db[RECORDS].find_one({"_id": path.name})
-
-
-def apply_migration(db, path: Path, backup_version: str | None) -> dict[str, Any]:
-    """Run the script at `path` against `db` (a pymongo Database) once.
-
-    The whole script is parsed before anything runs. Returns {"script", "sha256",
-    "backup_version", "status": "applied" | "already-applied", "steps": [{line, op,
-    collection, matched, modified | count}]}. A statement the server refuses (an operator it
-    lacks, a failed cast under on_failure=fail) stops the script: MigrationError names the
-    line; the steps before it have run, which is why the load backs up first.
-    """
-    if not path.is_file():
-        raise MigrationError(f"migration script {path} does not exist")
-    script = parse_script(path.read_text(encoding="utf-8"), path.name)
-    digest = sha256_file(path)
-    previous = applied_record(db, path)
-    if previous is not None:
-        if previous.get("sha256") != digest:
-            raise MigrationError(f"{path.name} was applied to {db.name} before and has changed since",
-                                 hint="migration scripts are never edited after they ran; write a new one")
-        return {"script": path.name, "sha256": digest, "backup_version": previous.get("backup_version"),
-                "status": "already-applied", "steps": previous.get("steps", [])}
-
-    from pymongo.errors import PyMongoError
-
-    from etl.adapters.mongodb import describe
-
-    results: list[dict[str, Any]] = []
-    for step in script.steps:
-        coll = db[step.collection]
-        try:
-            result = _run(db, coll, step)
-        except MigrationError:
-            raise
-        except PyMongoError as exc:
-            raise MigrationError(f"{path.name}:{step.line}: {step.op} on "
-                                 f"{step.collection}: {describe(exc)}") from None
-        result = {"line": step.line, "op": step.op, "collection": step.collection, **result}
-        if step.comment:
-            result["comment"] = step.comment
-        log.info("%s:%s %s %s %s", path.name, step.line, step.op, step.collection,
-                 {k: v for k, v in result.items() if k in ("matched", "modified", "count")})
-        results.append(result)
-
-    record = {"_id": path.name, "sha256": digest, "backup_version": backup_version,
-              "applied_at": dt.datetime.now(dt.timezone.utc), "steps": results}
-    db[RECORDS].replace_one({"_id": path.name}, record, upsert=True)
-    return {"script": path.name, "sha256": digest, "backup_version": backup_version,
-            "status": "applied", "steps": results}
-
-
-def _run(db, coll, step: Step) -> dict[str, Any]:
-    if step.op == "updateMany":
-        res = coll.update_many(step.filter or {}, step.update)
-        return {"matched": res.matched_count, "modified": res.modified_count}
-    if step.op == "count":
-        return {"count": coll.count_documents(step.filter or {}), "label": step.message}
-    if step.op == "assert_none":
-        found = coll.count_documents(step.filter or {})
-        if found:
-            raise MigrationError(f"line {step.line}: {step.message} ({found} documents)")
-        return {"count": 0}
-    if step.op == "rename":
-        if step.collection not in db.list_collection_names():
-            return {"renamed": False}
-        coll.rename(step.target)
-        return {"renamed": True}
-    if step.op == "drop":
-        existed = step.collection in db.list_collection_names()
-        coll.drop()
-        return {"dropped": existed}
-    raise MigrationError(f"line {step.line}: unknown op {step.op}")
-
-
-def pending_scripts(db, folder: Path | None = None) -> list[Path]:
-    """Scripts in `folder` not yet applied to `db`, oldest first (names sort by time)."""
-    folder = folder or migrations_dir()
-    if not folder.is_dir():
-        return []
-    done = {doc["_id"] for doc in db[RECORDS].find({}, {"_id": 1})}
-    return [p for p in sorted(folder.glob("*.js")) if p.name not in done]
-
-
-def apply_pending(db, backup_version: str | None, folder: Path | None = None) -> list[dict[str, Any]]:
-    """Apply every pending script in order; what the incremental load calls after its backup."""
-    return [apply_migration(db, path, backup_version) for path in pending_scripts(db, folder)]

@@ -25,17 +25,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from etl.formats.dumpdir import BsonWriter
 from etl.core.errors import DatabaseError, TransformError
+from etl.formats.dumpdir import BsonWriter
 from etl.model.mapping import type_name
-from etl.stages.transform import (CopyStream, PartResult, Plan, _modifiers, _read_expr, _round_sql, qident, qtable,
-                           run_plan)
+from etl.stages.transform.copy import CopyStream, PartResult, run_general
+from etl.stages.transform.sql import (
+    Plan,
+    modifiers,
+    qident,
+    qtable,
+    read_expr,
+    round_sql,
+)
 
 if TYPE_CHECKING:
     from etl.core.progress import Progress
 
 try:
-    from etl.stages import _pgbson
+    from etl.stages.transform import _pgbson
 except ImportError as exc:  # the extension was not built: every collection takes the general path
     _pgbson = None
     IMPORT_ERROR: str | None = str(exc)
@@ -87,13 +94,13 @@ def _scalar(f: dict[str, Any], v: str) -> tuple[str, str] | None:
             return None
         # As the general path: without a precision of at most 34, a value whose text is longer
         # than 34 characters goes through Python (which rounds it to 34 digits, counted).
-        mods = _modifiers(f.get("pg_type", ""))
+        mods = modifiers(f.get("pg_type", ""))
         r = f.get("round")
         if r:
             if not mods or mods[0] > 34:
                 return None  # the general path checks the length before rounding: keep its choice
             # PostgreSQL rounds, as in the general path's SELECT (all seven modes).
-            return "DECIMAL", f"({_round_sql(f'{v}::numeric', int(r['places']), r.get('mode', 'half_even'))})::numeric"
+            return "DECIMAL", f"({round_sql(f'{v}::numeric', int(r['places']), r.get('mode', 'half_even'))})::numeric"
         return ("DECIMAL" if mods and mods[0] <= 34 else "DECIMAL_34"), f"{v}::numeric"
     if bson_t == "double":
         return ("DOUBLE", f"{v}::float8") if name in ("real", "double precision") else None
@@ -146,7 +153,7 @@ def plan(spec: dict[str, Any]) -> tuple[FastPlan | None, str | None]:
     def op(f: dict[str, Any], key: str) -> str | None:
         if key.startswith("$") or "." in key or "\x00" in key:
             return f"field name {key!r}"
-        found = _scalar(f, _read_expr(f, "t"))
+        found = _scalar(f, read_expr(f, "t"))
         if found is None:
             return f"{f['column']} ({f.get('pg_type')} as {f['bson']}" + (
                 ", with a rule)" if f.get("cast") or f.get("default") is not None or f.get("round") else ")")
@@ -234,14 +241,14 @@ def run(conninfo: str, plan_: Plan, out: Path, where: str | None = None,
             writer.abort()
             log.info("%s: more than %d rows need the general path; transforming the part through it",
                      plan_.collection, FLAGGED_LIMIT)
-            result = run_plan(conninfo, plan_, out, where, None, fast=False)
+            result = run_general(conninfo, plan_, out, where, None)
             result.via_general = result.count
             return result
         cast_failures: dict[str, int] = {}
         if flagged:
             extra = out.with_name(out.name + ".flagged")
             try:
-                part = run_plan(conninfo, plan_, extra, _tid_condition(flagged), None, fast=False)
+                part = run_general(conninfo, plan_, extra, _tid_condition(flagged), None)
                 if part.count != len(flagged):
                     raise DatabaseError(f"reading {plan_.table} failed: {len(flagged)} rows needed the general "
                                         f"path but {part.count} were found again (was the table written to?)")

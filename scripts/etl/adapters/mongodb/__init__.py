@@ -8,27 +8,13 @@ never a reason to take another path.
 
 from __future__ import annotations
 
-import re
 from urllib.parse import urlsplit
 
 import pymongo
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from etl.core.config import mask_uri
-from etl.core.errors import ConfigError, DatabaseError
-
-# MongoDB's rules for database names: no /\\. "$*<>:|? or space, no NUL, < 64 bytes.
-_BAD_DB_CHARS = re.compile(r'[/\\. "$*<>:|?\x00]')
-
-
-def check_db_name(name: str) -> str:
-    if not name:
-        raise ConfigError("database name is empty")
-    if _BAD_DB_CHARS.search(name):
-        raise ConfigError(f"database name {name!r} has a character MongoDB forbids (/\\. \"$*<>:|?)")
-    if len(name.encode("utf-8")) >= 64:
-        raise ConfigError(f"database name {name!r} is 64 bytes or longer")
-    return name
+from etl.core.errors import DatabaseError
 
 
 def is_local(uri: str) -> bool:
