@@ -289,28 +289,32 @@ def project(tmp_path, monkeypatch, pg, s3_server, mongo_base_uri):
 
 
 def write_dump_folder(folder: Path, collections: dict, *, indexes: dict | None = None,
-                      options: dict | None = None, manifest: dict | None = None) -> Path:
+                      options: dict | None = None, manifest: dict | None = None,
+                      entries: dict | None = None) -> Path:
     """Write `collections` ({name: [documents]}) in the mongodump layout: <name>.bson,
     <name>.metadata.json (indexes, options) and manifest.json with counts and sha256, as the
-    transform and the backup write them. `manifest` adds top-level keys (version, database…)."""
+    transform and the backup write them. `manifest` adds top-level keys (version, database…),
+    `entries` keys of a collection's entry (its schema, references, archived fields)."""
     import json
 
     import bson
     from bson import json_util
 
     from etl.core.fsutil import sha256_file
+    from etl.formats.dumpdir import MANIFEST_FORMAT
 
     folder.mkdir(parents=True, exist_ok=True)
-    entries = {}
+    listed = {}
     for name, docs in collections.items():
         (folder / f"{name}.bson").write_bytes(b"".join(bson.encode(d) for d in docs))
         meta = {"indexes": [{"v": 2, "key": {"_id": 1}, "name": "_id_"}, *(indexes or {}).get(name, [])],
                 "options": (options or {}).get(name, {}), "collectionName": name, "type": "collection"}
         (folder / f"{name}.metadata.json").write_text(json_util.dumps(meta, json_options=json_util.CANONICAL_JSON_OPTIONS))
-        entries[name] = {"count": len(docs), "sha256": sha256_file(folder / f"{name}.bson"),
-                         "metadata_sha256": sha256_file(folder / f"{name}.metadata.json")}
-    (folder / "manifest.json").write_text(json.dumps({"format_version": 1, **(manifest or {}),
-                                                      "collections": entries}, indent=2, default=str))
+        listed[name] = {"count": len(docs), "sha256": sha256_file(folder / f"{name}.bson"),
+                        "metadata_sha256": sha256_file(folder / f"{name}.metadata.json"),
+                        **(entries or {}).get(name, {})}
+    (folder / "manifest.json").write_text(json.dumps({"format_version": MANIFEST_FORMAT, **(manifest or {}),
+                                                      "collections": listed}, indent=2, default=str))
     return folder
 
 

@@ -412,10 +412,6 @@ def test_agent_reads_json_and_answers_with_a_file(proj, mongo_db):
     proj.setup(before, after, changes)
     seed_mongo(mongo_db)
     mongo_before = mongo_state(mongo_db)
-    proj.write("generated/openapi.yaml", "openapi: 3.1.0\npaths:\n  /campaigns: {}\n  /campaigns/{id}: {}\n"
-               "  /advertisers: {}\ncomponents:\n  schemas:\n    Campaigns: {}\n    LineItems: {}\n"
-               "    Advertisers: {}\n")
-    proj.write("generated/tests/test_campaigns.py", "")
 
     asked = run("--json")
     assert asked.exit_code == 3
@@ -443,12 +439,12 @@ def test_agent_reads_json_and_answers_with_a_file(proj, mongo_db):
     counts = {row["what"]: row["documents"] for row in plan["mongodb"]["document_updates"]}
     assert counts["campaigns.name: renamed to title"] == 2
     assert counts["campaigns.priority: backfill id * 10"] == 2
-    assert plan["api"]["paths"] == ["/campaigns", "/campaigns/{id}"]
+    # Named as generate names them, from the affected collections (no generated file is read).
+    assert plan["api"]["paths"] == ["/campaigns", "/campaigns/{id}", "/line_items", "/line_items/{id}"]
     assert plan["api"]["components"] == ["Campaigns", "LineItems"]
     assert "Possible rename: campaigns.name → campaigns.title (string)" in plan["api"]["breaking"]
-    assert plan["tests"] == [
-        {"collection": "campaigns", "test": "generated/tests/test_campaigns.py", "exists": True},
-        {"collection": "line_items", "test": "generated/tests/test_line_items.py", "exists": False}]
+    assert plan["tests"] == [{"collection": "campaigns", "test": "generated/tests/test_campaigns.py"},
+                             {"collection": "line_items", "test": "generated/tests/test_line_items.py"}]
     md = (proj.root / result["plan"]).read_text()
     assert "## Canonical schema / Zod" in md and "renamed: `name` → `title`" in md
     assert mongo_state(mongo_db) == mongo_before  # counting only

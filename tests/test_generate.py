@@ -26,7 +26,8 @@ from click.testing import CliRunner
 
 from etl.stages import generate as gen
 from etl.cli import cli
-from etl.stages.contract import model_failures, schema_failures, to_json_doc
+from etl.stages.contract import model_failures, schema_failures
+from etl.model.jsonview import to_json_doc
 from etl.core.hashing import content_hash
 from etl.core.paths import SOURCE_ROOT
 

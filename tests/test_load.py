@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from etl.stages import load as load_mod
-from etl.formats.dumpdir import BsonWriter, metadata, write_manifest, write_metadata
+from etl.formats.dumpdir import MANIFEST_FORMAT, BsonWriter, metadata, write_manifest, write_metadata
 from etl.cli import cli
 from etl.core.config import load_config
 from etl.core.errors import LoadError
@@ -17,19 +17,20 @@ from etl.core.paths import paths
 
 
 def make_transformed(db: str, collections: dict[str, list[dict]], indexes: dict[str, list] | None = None,
-                     id_kind: str = "single") -> None:
-    """A transform output folder as the transform writes it."""
+                     id_kind: str = "single", entries: dict[str, dict] | None = None) -> None:
+    """A transform output folder as the transform writes it (`entries`: more of a collection's
+    manifest entry, such as its archived fields)."""
     folder = paths.transformed / db
-    entries = {}
+    listed = {}
     for name, docs in collections.items():
         with BsonWriter(folder / f"{name}.bson") as writer:
             for doc in docs:
                 writer.write(doc)
             count, sha, size = writer.commit()
         meta_sha = write_metadata(folder, name, metadata(name, (indexes or {}).get(name, [])))
-        entries[name] = {"name": name, "count": count, "sha256": sha, "metadata_sha256": meta_sha,
-                         "bytes": size, "id": id_kind}
-    write_manifest(folder, {"format_version": 1, "version": "v1", "database": db, "collections": entries})
+        listed[name] = {"name": name, "count": count, "sha256": sha, "metadata_sha256": meta_sha,
+                        "bytes": size, "id": id_kind, **(entries or {}).get(name, {})}
+    write_manifest(folder, {"format_version": MANIFEST_FORMAT, "version": "v1", "database": db, "collections": listed})
 
 
 @pytest.fixture
@@ -163,7 +164,8 @@ def test_incremental_load_migrates_local_only_documents_once(target):
     # decide accepted a rename (name -> title): the transform already writes `title`, and the
     # incremental load's migration brings the documents that exist only here along.
     from etl.adapters.mongodb.migrations import RECORDS
-    from etl.formats.migration import Step, migrations_dir, write_script
+    from etl.formats.migration import migrations_dir, write_script
+    from etl.model.migration import Step
 
     cfg, mdb = target
     mdb.campaigns.insert_many([{"_id": 1, "name": "old"}, {"_id": 99, "name": "local only"}])
@@ -255,23 +257,20 @@ def test_staging_left_by_a_killed_load_is_cleared_by_the_next(target):
 def test_archived_fields_survive_full_and_incremental_loads_and_validation(target, tmp_path):
     """A removed column archived by decision lives only in MongoDB (`<column>__archived`):
     neither kind of load may drop it, and validation compares everything else."""
-    import json
 
     from etl.formats.dumpdir import read_manifest
-    from etl.formats.mapping import mapping_path
     from etl.stages.validate import check_collection
     from etl.formats.dumpdir import manifest_collections
 
     cfg, mdb = target
-    mapping = json.loads(mapping_path().read_text())
-    mapping["collections"]["campaigns"]["archived"] = [{"column": "legacy", "as": "legacy__archived"}]
-    mapping_path().write_text(json.dumps(mapping))
+    archived = {"campaigns": {"archived": [["legacy", "legacy__archived"]]}}
     # _id 3 was loaded before the decision and its migration ran: the value is still `legacy`.
     mdb.campaigns.insert_many([{"_id": 1, "name": "old", "legacy__archived": "L1"}, {"_id": 2, "name": "old"},
                                {"_id": 3, "name": "old", "legacy": "L3"},
                                {"_id": 50, "name": "row gone", "legacy__archived": "L50"}])
     make_transformed(mdb.name, {"campaigns": [{"_id": i, "name": f"c{i}"} for i in range(25)]
-                                + [{"_id": 30, "name": "c30", "legacy": "a new column of the old name"}]})
+                                + [{"_id": 30, "name": "c30", "legacy": "a new column of the old name"}]},
+                     entries=archived)
     mdb.campaigns.insert_one({"_id": 30, "name": "old", "legacy": "new"})
     result = load(cfg, mdb.name)
     docs = {d["_id"]: d for d in mdb.campaigns.find()}
@@ -282,13 +281,14 @@ def test_archived_fields_survive_full_and_incremental_loads_and_validation(targe
     assert any("carried over on 2 documents" in n for n in result.notes)
 
     make_transformed(mdb.name, {"campaigns": [{"_id": i, "name": f"v2-{i}"} for i in range(25)]
-                                + [{"_id": 30, "name": "c30", "legacy": "a new column of the old name"}]})
+                                + [{"_id": 30, "name": "c30", "legacy": "a new column of the old name"}]},
+                     entries=archived)
     load(cfg, mdb.name, mode="incremental")
     assert mdb.campaigns.find_one({"_id": 1}) == {"_id": 1, "name": "v2-1", "legacy__archived": "L1"}
 
     folder = paths.transformed / mdb.name
     entry = manifest_collections(read_manifest(folder))["campaigns"]
-    kept = check_collection(mdb, "campaigns", folder, entry, 0, tmp_path, archived=["legacy__archived"])
+    kept = check_collection(mdb, "campaigns", folder, entry, 0, archived=["legacy__archived"])
     assert kept["content"]["ok"] and kept["count"]["ok"]
-    naive = check_collection(mdb, "campaigns", folder, entry, 0, tmp_path)
+    naive = check_collection(mdb, "campaigns", folder, entry, 0)
     assert not naive["content"]["ok"] and naive["content"]["modified"] == 2

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from etl.cli import cli
 from etl.core.errors import MigrationError
 from etl.adapters.mongodb.migrations import RECORDS, apply_migration, apply_pending
-from etl.formats.migration import Step, parse_script, render_script, write_script
+from etl.formats.migration import parse_script, render_script, write_script
+from etl.model.migration import Step
 from etl.adapters.mongodb import connect
 from etl.model.plan import cast_steps
 

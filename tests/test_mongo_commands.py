@@ -102,35 +102,30 @@ def test_a_full_load_sends_documented_commands_and_swaps_last(target, commands):
     assert last_insert < index_cmd < names.index("renameCollection")
     [index] = sent[index_cmd][2]["indexes"]
     assert index["unique"] is True and dict(index["partialFilterExpression"]) == {"code": {"$type": "string"}}
-    # beta's staging collection is created with the validator of its metadata (validationAction
-    # error by default: it refuses bad documents, so it is there before the first one).
+    # beta's validator (from its metadata) only warns outside strict mode: it is set by collMod
+    # once the documents are in, before the swap.
     [create] = [c for _, n, c in sent if n == "create" and c["create"].startswith("beta__staging_")]
-    assert create["validator"] == VALIDATOR
+    assert "validator" not in create
+    [mod] = [c for _, n, c in sent if n == "collMod" and c["collMod"].startswith("beta__staging_")]
+    assert mod["validator"] == VALIDATOR and mod["validationAction"] == "warn"
+    assert names.index("collMod") < names.index("renameCollection")
     # …and the live collection holds it after the swap, whatever the server does in a rename.
     options = {c["name"]: c["options"] for c in mdb.list_collections()}
     assert options["beta"]["validator"] == VALIDATOR
 
 
-def test_a_validator_that_only_warns_is_set_after_the_documents(target, commands, schemas):
-    cfg, mdb = target
-    from etl.model.validators import validator_for
-
-    # A canonical schema for the collection: the load applies its validator (moderate/warn
-    # outside strict mode) by collMod once the documents are in, then swaps.
-    make_transformed(mdb.name, {"platforms": [{"_id": 1, "code": "x", "name": "x", "channel": "video",
-                                               "fee_rate": None, "supports": [], "api_config": {},
-                                               "is_active": True}]})
+def test_a_validator_that_refuses_documents_is_there_before_them(target, commands, monkeypatch):
+    _, mdb = target
+    monkeypatch.setenv("ETL_SCHEMA_STRICT_MODE", "true")
+    export(mdb)
     commands.sent.clear()
-    load(cfg, mdb.name, backup=False)
+    load(load_config(), mdb.name, backup=False)
     sent = documented(commands)
-    names = [n for _, n, _ in sent]
-    [create] = [c for _, n, c in sent if n == "create"]
-    assert "validator" not in create
-    [mod] = [c for _, n, c in sent if n == "collMod" and c["collMod"].startswith("platforms__staging_")]
-    assert mod["validator"] == validator_for(schemas["platforms"]) and mod["validationAction"] == "warn"
-    assert names.index("insert") < names.index("collMod") < names.index("renameCollection")
-    options = next(c["options"] for c in mdb.list_collections() if c["name"] == "platforms")
-    assert options["validator"] == validator_for(schemas["platforms"])
+    [(at, create)] = [(i, c) for i, (_, n, c) in enumerate(sent) if n == "create" and c["create"].startswith("beta__")]
+    assert create["validator"] == VALIDATOR and create["validationAction"] == "error"
+    beta_inserts = [i for i, (_, n, c) in enumerate(sent) if n == "insert" and c["insert"].startswith("beta__")]
+    assert at < beta_inserts[0]
+    assert not [c for _, n, c in sent if n == "collMod" and c["collMod"].startswith("beta__staging_")]
 
 
 def test_the_count_checked_is_what_the_server_acknowledged(target):
@@ -206,7 +201,7 @@ def test_rollback_sends_documented_commands(target, commands):
     commands.sent.clear()
     rollback(cfg, mdb.name, version)
     sent = documented(commands)
-    inserts = [c for _, n, c in sent if n == "insert" and c["insert"].startswith("__staging_rollback_")]
+    inserts = [c for _, n, c in sent if n == "insert" and c["insert"] == "beta__staging_rollback"]
     # What coexisted with the validator when backed up is restored as it was.
     assert inserts and all(c["bypassDocumentValidation"] is True for c in inserts)
     assert sum(len(c["documents"]) for c in inserts) == 16

@@ -201,8 +201,9 @@ def test_load_then_validate_failure_rolls_back_to_the_pre_load_backup(env, dump_
     assert pre_load and json.loads((root / ".make" / db / "load.stamp").read_text())["backup_version"] == pre_load
     connect(uri)[db]["campaigns"].delete_one({"_id": 24})
     monkeypatch.setenv("ETL_ROLLBACK_ON_INVALID", "true")
+    cfg = load_config()
     with pytest.raises(ValidationFailed, match=f"restored backup {pre_load}"):
-        validate_and_report(load_config())
+        validate_and_report(cfg, restore=lambda version: rollback(cfg, db, version))
     assert state(uri, db) == after_v1
 
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import validators
 
-from etl.stages.contract import JsonView, SchemaCheck
+from etl.model.jsonview import JsonView, SchemaCheck
 from test_mongo_schema import campaign, metric
 
 UTC = dt.timezone.utc

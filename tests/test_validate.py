@@ -14,6 +14,7 @@ from etl.cli import cli
 from etl.core.config import load_config
 from etl.core.errors import ValidationFailed
 from etl.adapters.mongodb import connect
+from etl.stages.rollback import rollback
 from etl.stages.validate import content_digest, doc_digest, validate, validate_and_report
 from etl.model.references import references_from
 
@@ -50,6 +51,16 @@ CAMPAIGN_SCHEMA = {
 }
 
 
+def export_entries() -> dict:
+    """What the transform writes into its manifest for these collections: the canonical schema
+    and the references of each (from the mapping and the accepted snapshot)."""
+    refs, _ = references_from(MAPPING, SNAPSHOT)
+    entries = {name: {"references": [{"field": r.field, "target": r.target, "constraint": r.constraint}
+                                     for r in refs if r.collection == name]} for name in MAPPING["collections"]}
+    entries["campaigns"]["schema"] = CAMPAIGN_SCHEMA
+    return entries
+
+
 @pytest.fixture
 def env(tmp_path, monkeypatch, mongo_db, dump_folder):
     """A scratch project with schemas and mapping, a database name, and a loader."""
@@ -71,8 +82,8 @@ def env(tmp_path, monkeypatch, mongo_db, dump_folder):
         def __init__(self):
             self.root, self.uri, self.db = root, uri, db
 
-        def export(self, data):
-            dump_folder(self.folder, data, manifest={"database": db})
+        def export(self, data, **kwargs):
+            dump_folder(self.folder, data, manifest={"database": db}, entries=export_entries(), **kwargs)
 
         def load(self, data):
             client = connect(uri)
@@ -209,7 +220,7 @@ VALIDATOR = {"$jsonSchema": {"bsonType": "object", "required": ["name"],
 
 def test_validator_compliance_is_checked(env, dump_folder):
     data = good(env)
-    dump_folder(env.folder, data, options={"advertisers": {"validator": VALIDATOR}})
+    env.export(data, options={"advertisers": {"validator": VALIDATOR}})
     client = connect(env.uri)
     client[env.db].command({"collMod": "advertisers", "validator": VALIDATOR})
     client.close()
@@ -219,7 +230,7 @@ def test_validator_compliance_is_checked(env, dump_folder):
 
 def test_a_validator_missing_from_the_server_fails(env, dump_folder):
     data = good(env)  # loaded without the validator its metadata names
-    dump_folder(env.folder, data, options={"advertisers": {"validator": VALIDATOR}})
+    env.export(data, options={"advertisers": {"validator": VALIDATOR}})
     report = validate(load_config())
     assert report["collections"]["advertisers"]["validator"]["status"] == "missing"
     assert report["failures"] == ["advertisers: the collection has no validator, its transformed metadata has one"]
@@ -270,8 +281,9 @@ def test_rollback_on_invalid_restores_the_pre_load_backup(env, dump_folder, monk
     stamp.write_text(json.dumps({"backup_version": "2026-11-26-001"}))
     env.coll("campaigns").delete_many({"_id": {"$in": [100, 101]}})
     monkeypatch.setenv("ETL_ROLLBACK_ON_INVALID", "true")
+    cfg = load_config()
     with pytest.raises(ValidationFailed, match="restored backup 2026-11-26-001"):
-        validate_and_report(load_config())
+        validate_and_report(cfg, restore=lambda version: rollback(cfg, env.db, version))
     assert env.coll("campaigns").count_documents({}) == 10
     assert validate(load_config())["ok"]
 
@@ -329,8 +341,9 @@ def test_no_rollback_when_the_load_took_no_backup(env, dump_folder, monkeypatch)
     stamp.parent.mkdir(parents=True)
     stamp.write_text(json.dumps({"backup_version": None}))
     env.coll("advertisers").delete_one({"_id": 3})
+    cfg = load_config()
     with pytest.raises(ValidationFailed) as info:
-        validate_and_report(load_config(), rollback_on_invalid=True)
+        validate_and_report(cfg, rollback_on_invalid=True, restore=lambda version: rollback(cfg, env.db, version))
     assert "restored" not in str(info.value)
     assert env.coll("advertisers").count_documents({}) == 2
     [report] = (env.root / "reports").glob("validation-*.json")

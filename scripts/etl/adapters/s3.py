@@ -5,13 +5,18 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import (
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+)
+
 from etl.core.errors import SourceError
 
 
 def client(cfg, service: str = "s3", endpoint_url: str | None = None):
-    import boto3
-    from botocore.config import Config as BotoConfig
-
     endpoint = endpoint_url if endpoint_url is not None else cfg["S3_ENDPOINT_URL"]
     try:
         session = boto3.Session(profile_name=cfg["AWS_PROFILE"] or None, region_name=cfg["AWS_REGION"])
@@ -29,11 +34,6 @@ def client(cfg, service: str = "s3", endpoint_url: str | None = None):
 
 def describe_error(exc: Exception) -> str:
     """A short, secret-free description of a botocore error."""
-    from botocore.exceptions import (
-        ClientError,
-        EndpointConnectionError,
-        NoCredentialsError,
-    )
 
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})

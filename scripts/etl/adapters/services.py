@@ -22,6 +22,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import pymongo
+from pymongo.errors import PyMongoError
+
 from etl.core.errors import ServiceError
 
 
@@ -285,9 +288,6 @@ class MongoServer:
 
     def answers(self) -> bool:
         """The server completes a MongoDB handshake (not just an open port)."""
-        import pymongo
-        from pymongo.errors import PyMongoError
-
         client = pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=500, connectTimeoutMS=500)
         try:
             client.admin.command("ping")

@@ -16,6 +16,7 @@ import click
 
 from etl.core.config import Config, load_config
 from etl.core.errors import EXIT_ERROR, DatabaseError, EtlError
+from etl.run import runlog
 
 # name -> "module:attribute". Loaded on first use, so `etl --help` stays fast and one
 # broken stage does not take the others down.
@@ -86,6 +87,8 @@ class LazyGroup(click.Group):
         except Exception as exc:
             if os.environ.get("ETL_DEBUG") or not type(exc).__module__.startswith("pymongo"):
                 raise
+            # deferred: the command line starts without the MongoDB driver; only a MongoDB
+            # error that reached this far needs it.
             from etl.adapters.mongodb import describe
 
             name = ctx.invoked_subcommand or "etl"
@@ -105,7 +108,6 @@ def config_options(fn):
         if debug:
             os.environ["ETL_DEBUG"] = "1"
         kwargs["cfg"] = load_config()
-        from etl.run import runlog
 
         # Pipeline stages join the current run (log file, stage record); other commands don't.
         with runlog.command_stage(click.get_current_context().info_name, kwargs["cfg"]):

@@ -16,7 +16,9 @@ from etl.core.errors import DecisionError, PendingDecisions
 from etl.core.fsutil import write_if_changed
 from etl.core.paths import paths
 from etl.formats import decisions as dec
+from etl.model import expr
 from etl.model.mapping import collection_name
+from etl.model.plan import coerce_default, field_info
 from etl.stages.decide import (
     READS_MISSING,
     Inputs,
@@ -65,8 +67,6 @@ def _value_prompt(text: str, check: Callable[[str], Any]) -> Any:
 
 
 def _default_parser(bson: str) -> Callable[[str], Any]:
-    from etl.model.plan import coerce_default
-
     def parse(raw: str) -> Any:
         raw = raw.strip()
         if not raw:
@@ -85,8 +85,6 @@ def _default_parser(bson: str) -> Callable[[str], Any]:
 
 
 def _backfill_parser(raw: str) -> str:
-    from etl.model import expr
-
     raw = raw.strip()
     try:
         expr.parse(raw)
@@ -113,8 +111,6 @@ def ask(change: dict[str, Any], after, index: int, total: int) -> dict[str, Any]
     where = f"{collection_name(table)}.{column}" if column else collection_name(table)
 
     if kind == "column_added":
-        from etl.model.plan import field_info
-
         info = field_info(after, table, column)
         nullable = to.get("nullable", True)
         options = ([("accept", f"load it as {info.field} ({info.bson}); existing documents get no value")]

@@ -8,6 +8,7 @@ from etl.cli import config_options
 from etl.core.config import Config
 from etl.core.errors import LoadError
 from etl.core.names import check_db_name
+from etl.run.runlog import current_stage
 from etl.stages.load import MODES, load
 
 
@@ -44,7 +45,6 @@ def load_cmd(cfg: Config, db: str | None, source: str | None, mode: str, prune: 
         click.echo(f"note: the server dropped the validator of {len(result.revalidated)} collection(s) in "
                    "renameCollection (MongoDB keeps it); each was set again with collMod", err=True)
     total = sum(result.counts.values())
-    from etl.run.runlog import current_stage
 
     if (stage := current_stage()) is not None:  # the run's summary table and audit record
         stage.counts["documents"] = total

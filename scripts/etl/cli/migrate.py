@@ -6,9 +6,11 @@ from pathlib import Path
 
 import click
 
+from etl.adapters.mongodb import connect
 from etl.adapters.mongodb.migrations import apply_migration, apply_pending
 from etl.cli import config_options
 from etl.core.errors import MigrationError
+from etl.core.names import check_db_name
 from etl.formats.migration import migrations_dir, parse_script
 
 
@@ -28,9 +30,6 @@ def migrate_cmd(cfg, script: Path | None, db_name: str | None, backup_version: s
 
     Example: etl migrate --db bravo-1 --backup-version 2026-11-26-001
     """
-    from etl.adapters.mongodb import connect
-    from etl.core.names import check_db_name
-
     if check:
         targets = [script] if script else sorted(migrations_dir().glob("*.js"))
         for path in targets:

@@ -6,6 +6,7 @@ import click
 
 from etl.cli import config_options
 from etl.core.config import mask_uri
+from etl.core.names import check_db_name
 from etl.stages.mongo_schema import run_mongo_schema
 
 
@@ -23,7 +24,6 @@ def mongo_schema_cmd(cfg, db_name: str | None):
 
     Example: etl mongo-schema --db bravo-1-20261126
     """
-    from etl.core.names import check_db_name
 
     if db_name:
         cfg = cfg.with_overrides({"MONGO_DB_NAME": check_db_name(db_name)})

@@ -6,6 +6,7 @@ import click
 
 from etl.cli import config_options
 from etl.core.config import Config
+from etl.run import runlog
 from etl.stages.push import push
 
 
@@ -20,7 +21,6 @@ def push_cmd(cfg: Config, db: str | None):
 
     Example: etl push --db bravo-1
     """
-    from etl.run import runlog
 
     cfg = cfg.with_overrides({"MONGO_DB_NAME": db})
     with runlog.stage("push", cfg) as st:

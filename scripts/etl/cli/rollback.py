@@ -12,6 +12,7 @@ from etl.core.config import Config
 from etl.core.errors import BackupError
 from etl.core.paths import paths
 from etl.formats.backups import describe_version, list_versions, version_dir
+from etl.run import runlog
 from etl.stages.rollback import rollback
 
 
@@ -74,7 +75,6 @@ def rollback_cmd(cfg: Config, version: str, db: str | None, yes: bool):
         click.echo(what)
         if not click.confirm("Proceed?", default=False):
             raise BackupError("rollback cancelled; nothing changed")
-    from etl.run import runlog
 
     with runlog.stage("rollback", cfg) as st:
         result = rollback(cfg, db, version)

@@ -6,6 +6,7 @@ import click
 
 from etl.cli import config_options
 from etl.core.config import Config
+from etl.run.runlog import current_stage
 from etl.stages.transform import transform
 
 
@@ -26,7 +27,6 @@ def transform_cmd(cfg: Config, db: str | None, collections: tuple[str, ...], for
     result = transform(cfg, db, collections=list(collections) or None, force=force, workers=workers,
                        echo=lambda m: click.echo(m, err=True))
     done = result.transformed
-    from etl.run.runlog import current_stage
 
     if (stage := current_stage()) is not None:  # the run's summary table and audit record
         stage.counts["rows"] = sum(result.collections[n].count for n in done)

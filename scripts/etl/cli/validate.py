@@ -6,6 +6,8 @@ import click
 
 from etl.cli import config_options
 from etl.core.config import Config
+from etl.run import runlog
+from etl.stages.rollback import rollback
 from etl.stages.validate import validate_and_report
 
 
@@ -26,15 +28,14 @@ def validate_cmd(cfg: Config, db: str | None, sample: int | None, rollback_on_in
 
     Example: etl validate --db bravo-1 --sample 1000
     """
-    from etl.run import runlog
-
     cfg = cfg.with_overrides({"MONGO_DB_NAME": db})
     if after_load and not cfg["ETL_VALIDATE_AFTER_LOAD"]:
         click.echo("Validation after load is off (ETL_VALIDATE_AFTER_LOAD=false); skipped.")
         return
     with runlog.stage("validate", cfg) as st:
-        report, path = validate_and_report(cfg, cfg["MONGO_DB_NAME"], sample=sample,
-                                           rollback_on_invalid=rollback_on_invalid)
+        target = cfg["MONGO_DB_NAME"]
+        report, path = validate_and_report(cfg, target, sample=sample, rollback_on_invalid=rollback_on_invalid,
+                                           restore=lambda version: rollback(cfg, target, version))
         st.counts["documents"] = sum(r["count"]["actual"] for r in report["collections"].values())
         st.info["validation"] = {"report": str(path), "ok": True}
     total = sum(r["count"]["actual"] for r in report["collections"].values())

@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
+from psycopg.conninfo import conninfo_to_dict
+
 from etl.core.errors import ConfigError
+from etl.core.names import check_db_name
 from etl.core.paths import paths
 
 SOURCES = ("s3", "direct", "file", "local")
@@ -111,14 +114,10 @@ def _parse_bucket(raw: str) -> str:
 
 
 def _parse_db_name(raw: str) -> str:
-    from etl.core.names import check_db_name
-
     return check_db_name(raw.strip())
 
 
 def _parse_db_list(raw: str) -> list[str]:
-    from etl.core.names import check_db_name
-
     return [check_db_name(name) for name in _parse_list(raw)]
 
 
@@ -251,8 +250,6 @@ def conninfo_params(conninfo: str) -> dict[str, str]:
     """The parameters of a connection string: libpq's `key=value` form (read here) or a
     `postgresql://` URI (read by psycopg)."""
     if "://" in conninfo:
-        from psycopg.conninfo import conninfo_to_dict
-
         return {k: str(v) for k, v in conninfo_to_dict(conninfo).items()}
     params: dict[str, str] = {}
     i, n = 0, len(conninfo)

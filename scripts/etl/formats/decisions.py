@@ -30,6 +30,7 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from etl.core.errors import DecisionError
 from etl.core.paths import paths
+from etl.model import expr
 
 FORMAT_VERSION = 1
 
@@ -240,8 +241,6 @@ def check_answer(change: dict[str, Any], entry: dict[str, Any], where: str) -> N
             raise DecisionError(f"{where}: {_describe(change)} is a required column: "
                                 "give a default or a backfill expression, not accept")
         if "backfill" in entry:
-            from etl.model import expr
-
             try:
                 expr.parse(entry["backfill"])
             except expr.ExpressionError as exc:

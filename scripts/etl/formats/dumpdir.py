@@ -13,6 +13,7 @@ Files are written to a temporary name and renamed on success, so a reader never 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import struct
 import tempfile
@@ -172,8 +173,6 @@ def write_metadata(folder: Path, name: str, meta: Mapping[str, Any]) -> str:
 
 
 def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
-    import json
-
     write_atomic(folder / "manifest.json",
                  json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
 

@@ -37,6 +37,7 @@ from bson.json_util import JSONMode, JSONOptions
 from etl.core.errors import MigrationError
 from etl.core.fsutil import write_if_changed
 from etl.core.paths import paths
+from etl.model.migration import Step
 
 FORMAT_LINE = "// etl migration format 1"
 
@@ -51,20 +52,6 @@ _DESERIALIZE = "EJSON.deserialize("
 
 
 _EXACT = ', {"relaxed": false})'  # mongosh's EJSON keeps Int32/Long/Double instead of JS numbers
-
-
-@dataclass(frozen=True)
-class Step:
-    """One statement. `op` is updateMany, count, assert_none, rename or drop."""
-
-    op: str
-    collection: str
-    filter: dict[str, Any] | None = None
-    update: dict[str, Any] | list[Any] | None = None
-    target: str | None = None  # rename: the new collection name
-    message: str | None = None  # count: the label; assert_none: the error
-    comment: str | None = None  # written as a `//` line above the statement
-    line: int = 0  # where it was parsed from
 
 
 @dataclass

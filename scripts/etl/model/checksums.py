@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 import bson
+from bson import json_util
 from bson.raw_bson import RawBSONDocument
 
 from etl.model.bsoncodec import CODEC
@@ -123,8 +124,6 @@ def raw_id_key(doc: Any) -> bytes | None:
 
 
 def show_id(key: bytes) -> str:
-    from bson import json_util
-
     return json_util.dumps(bson.decode(key, codec_options=CODEC)["_id"])
 
 

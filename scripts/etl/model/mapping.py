@@ -9,13 +9,12 @@ explains every key and policy.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Iterable
 
 from etl.core.errors import RulesError
 from etl.core.hashing import content_hash
-from etl.formats.mapping import mapping_path
+from etl.model.expr import ExpressionError, parse
 
 FORMAT_VERSION = 1
 
@@ -547,8 +546,6 @@ def _round(spec: Any, default_mode: str) -> dict[str, Any]:
 
 def _calculated(coll: str, name: str, calc: dict[str, Any], by_column: dict[str, Any],
                 default_mode: str, types: _Types) -> dict[str, Any]:
-    from etl.model.expr import ExpressionError, parse
-
     expression = calc["expression"]
     try:
         parsed = parse(expression)
@@ -592,20 +589,12 @@ def _apply_decisions(field: dict[str, Any], table: str, decisions: list[dict[str
                 field["default"] = {"expression": backfill}
 
 
-def archived_fields(collection: str, mapping: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+def archived_fields(collection: str, mapping: dict[str, Any]) -> list[tuple[str, str]]:
     """(field the removed column had, `<field>__archived`) for each archived column of
     `collection`: values that live only in MongoDB (moved by the decision's migration), which
     loads carry over from the documents already loaded (from either name: a full load may come
-    before the migration has run) and validation leaves out of its comparison. Read from
-    schemas/mapping.json when `mapping` is not given; none when there is no mapping."""
-    if mapping is None:
-        path = mapping_path()
-        if not path.is_file():
-            return []
-        try:
-            mapping = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return []
+    before the migration has run) and validation leaves out of its comparison. The transform
+    writes them into its export, where load and validate read them."""
     spec = (mapping.get("collections") or {}).get(collection) or {}
     return [(a.get("field") or a["column"], a["as"]) for a in spec.get("archived") or [] if a.get("as")]
 

@@ -16,15 +16,15 @@ import json
 import logging
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import yaml
 from bson import Decimal128, Int64
 
 from etl.core.errors import DecisionError, RulesError
-from etl.formats.migration import Step
+from etl.model.artifacts import Collection
+from etl.model.canonical import field_schema
 from etl.model.mapping import build_mapping, collection_name, stored_bson
+from etl.model.migration import Step
 
 log = logging.getLogger("etl.plan")
 
@@ -195,7 +195,6 @@ def field_info(index: dict[tuple[str, str], FieldInfo], table: str, column: str,
 def _field_schema(info: FieldInfo) -> dict[str, Any] | None:
     if not info.spec:
         return None
-    from etl.model.canonical import field_schema
 
     return field_schema(info.spec)
 
@@ -326,52 +325,15 @@ def plan_change(change: dict[str, Any], answer: dict[str, Any], before: dict, af
     return out
 
 
-def _openapi(path: Path | None) -> dict[str, Any] | None:
-    if not path or not path.is_file():
-        return None
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        log.warning("could not read %s; API impact listed without it", path)
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def _api_section(collections: set[str], changes: list[dict[str, Any]], before: dict | None,
-                 after: dict | None) -> dict[str, Any]:
+def _api_section(collections: set[str], changes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The API's side of the plan: the changes the impact matrix calls breaking for it, and the
+    paths and component schemas of the generated OpenAPI document (generate names them after
+    the collection: etl.model.artifacts) that belong to the affected collections."""
     breaking = sorted({c["summary"] or c["id"] for c in changes
                        if (c.get("impact") or {}).get("api") == "breaking"})
-    section: dict[str, Any] = {"breaking": breaking, "paths": [], "components": [], "diff": None}
-    if before:
-        words = {c.split(".")[-1] for c in collections}
-        norm = {w.replace("_", "").lower() for w in words}
-        section["paths"] = sorted(p for p in (before.get("paths") or {})
-                                  if any(seg.strip("{}") in words for seg in p.split("/")))
-        schemas = (before.get("components") or {}).get("schemas") or {}
-        section["components"] = sorted(n for n in schemas if n.replace("_", "").lower() in norm)
-    if before and after:
-        bp, ap = set(before.get("paths") or {}), set(after.get("paths") or {})
-        bs = (before.get("components") or {}).get("schemas") or {}
-        as_ = (after.get("components") or {}).get("schemas") or {}
-        section["diff"] = {
-            "paths_added": sorted(ap - bp), "paths_removed": sorted(bp - ap),
-            "schemas_added": sorted(set(as_) - set(bs)), "schemas_removed": sorted(set(bs) - set(as_)),
-            "schemas_changed": sorted(n for n in set(bs) & set(as_) if bs[n] != as_[n]),
-        }
-    return section
-
-
-def _count(db, step: Step) -> int | str:
-    from pymongo.errors import OperationFailure
-
-    from etl.adapters.mongodb import describe
-
-    try:
-        if step.op in ("updateMany", "count", "assert_none"):
-            return db[step.collection].count_documents(step.filter or {})
-        return db[step.collection].estimated_document_count()
-    except OperationFailure as exc:  # a refused filter only loses a number in a report
-        return f"not counted: {describe(exc)}"
+    named = [Collection(name, {}, "") for name in sorted(collections)]
+    return {"breaking": breaking, "paths": sorted(p for c in named for p in c.api_paths),
+            "components": sorted(c.type_name for c in named)}
 
 
 _STEP_ORDER = {kind: i for i, kind in enumerate((
@@ -382,10 +344,10 @@ _STEP_ORDER = {kind: i for i, kind in enumerate((
 def build_plan(changes_doc: dict[str, Any], answers: dict[str, dict[str, Any]],
                before: dict[str, Any] | None, after: dict[str, Any],
                rules: dict[str, Any] | None = None, decisions_doc: dict[str, Any] | None = None,
-               db=None, openapi_before: Path | None = None, openapi_after: Path | None = None,
-               tests_dir: Path | None = None) -> tuple[dict[str, Any], list[Step]]:
+               count: Callable[[Step], int | str] | None = None) -> tuple[dict[str, Any], list[Step]]:
     """The plan (JSON-able) and the migration steps for every change in `changes_doc`, each with
-    its answer (`answers[id]`, recorded or automatic)."""
+    its answer (`answers[id]`, recorded or automatic). `count(step)` gives the documents a
+    statement would touch now (decide counts them in the target database)."""
     before_idx = field_index(before, rules, decisions_doc)
     after_idx = field_index(after, rules, decisions_doc)
     # Renames first, so later steps (a backfill reading a renamed field, a cast of a field
@@ -405,16 +367,12 @@ def build_plan(changes_doc: dict[str, Any], answers: dict[str, dict[str, Any]],
         for step in it["steps"]:
             row: dict[str, Any] = {"change": it["id"], "op": step.op, "collection": step.collection,
                                    "what": step.comment}
-            if db is not None:
-                row["documents"] = _count(db, step)
+            if count is not None:
+                row["documents"] = count(step)
             migration.append(row)
 
-    tests = []
-    for coll in sorted(collections):
-        slug = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in coll)
-        path = (tests_dir / f"test_{slug}.py") if tests_dir else None
-        tests.append({"collection": coll, "test": f"generated/tests/test_{slug}.py",
-                      "exists": bool(path and path.is_file())})
+    tests = [{"collection": coll, "test": f"generated/tests/test_{Collection(coll, {}, '').slug}.py"}
+             for coll in sorted(collections)]
 
     plan = {
         "format_version": 1,
@@ -425,8 +383,8 @@ def build_plan(changes_doc: dict[str, Any], answers: dict[str, dict[str, Any]],
         "schema_diff": {k: schema[k] for k in sorted(schema)},
         "mongodb": {"validators_and_indexes": [m for it in items for m in it["mongodb"]],
                     "document_updates": migration,
-                    "counted": db is not None},
-        "api": _api_section(collections, changes_doc["changes"], _openapi(openapi_before), _openapi(openapi_after)),
+                    "counted": count is not None},
+        "api": _api_section(collections, changes_doc["changes"]),
         "tests": tests,
     }
     return plan, steps
@@ -483,15 +441,10 @@ def render_md(plan: dict[str, Any], migration_path: str | None, when: str) -> st
     if api["paths"] or api["components"]:
         lines.append(f"- paths affected: {', '.join(api['paths']) or 'none'}")
         lines.append(f"- components affected: {', '.join(api['components']) or 'none'}")
-    if api["diff"]:
-        for key, names in api["diff"].items():
-            if names:
-                lines.append(f"- {key.replace('_', ' ')}: {', '.join(names)}")
-    else:
-        lines.append("- OpenAPI is regenerated by `etl generate`; review `git diff generated/openapi.yaml`.")
+    lines.append("- OpenAPI is regenerated by `etl generate`; review `git diff generated/openapi.yaml`.")
     lines += ["", "## Tests", ""]
     for t in plan["tests"]:
-        lines.append(f"- `{t['test']}` ({'regenerated' if t['exists'] else 'new'})")
+        lines.append(f"- `{t['test']}` (regenerated by `etl generate`)")
     return "\n".join(lines) + "\n"
 
 

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any, Mapping
 
 from etl.model import expr
+from etl.model.mapping import collection_name
 
 ROUNDING = {
     "half_even": decimal.ROUND_HALF_EVEN,
@@ -63,7 +64,6 @@ def rules_touching(rules: dict[str, Any], table: str, column: str | None = None)
     """Where the rules name `table` (qualified, `public.campaigns`) or one of its columns: for
     detection's impact, so a change that would break a rule is reported before `canonical`
     stops on it. Returns places like `collections.line_items.calculated.total_cost`."""
-    from etl.model.mapping import collection_name
 
     found: list[str] = []
     names = {table, collection_name(table)}

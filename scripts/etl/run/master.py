@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from etl.adapters.s3 import describe_error
 from etl.core import lock, runs
 from etl.core.config import SOURCES, Config
 from etl.core.errors import EXIT_ERROR, EXIT_INVALID, EXIT_OK, EXIT_PENDING, RunError
@@ -30,6 +31,7 @@ from etl.core.names import check_db_name
 from etl.core.paths import paths
 from etl.core.progress import PROGRESS_TTY_ENV
 from etl.run import runlog
+from etl.run.report import write_report
 
 log = logging.getLogger("etl.run")
 out_log = logging.getLogger("etl.run.output")
@@ -308,7 +310,6 @@ def close_run(cfg: Config, run: runlog.Run, code: int, error: str | None, interr
               console: TextIO) -> dict[str, Any]:
     """Audit record, report, CloudWatch, summary. Each step's failure is noted, never fatal:
     a broken report must not hide the run's real exit code."""
-    from etl.run.report import write_report
 
     try:
         try:
@@ -329,8 +330,6 @@ def close_run(cfg: Config, run: runlog.Run, code: int, error: str | None, interr
             if stream:
                 audit["cloudwatch"] = {"group": cfg["CLOUDWATCH_LOG_GROUP"], "stream": stream}
         except Exception as exc:  # noqa: BLE001
-            from etl.adapters.s3 import describe_error
-
             _note(run, f"CloudWatch not reached: {describe_error(exc)}")
         audit["notes"] = list(run.notes)
         runlog.save_audit(cfg, audit, run)

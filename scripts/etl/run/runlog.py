@@ -35,6 +35,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+import yaml
+
+from etl.adapters import s3
+from etl.adapters.mongodb import connect
 from etl.core.config import Config, mask_uri
 from etl.core.errors import (
     EXIT_CHANGES,
@@ -436,7 +440,6 @@ def _decisions(change_ids: set[str]) -> list[dict[str, Any]]:
     path = paths.schemas / "decisions.yaml"
     if not change_ids or not path.is_file():
         return []
-    import yaml
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -542,8 +545,6 @@ def save_audit(cfg: Config, audit: dict[str, Any], run: Run) -> None:
 
 
 def write_audit_mongo(cfg: Config, audit: dict[str, Any]) -> None:
-    from etl.adapters.mongodb import connect
-
     doc = dict(audit)
     for key in ("started_at", "ended_at"):
         doc[key] = parse_iso(doc.get(key))  # real dates, so the collection sorts and filters
@@ -558,8 +559,6 @@ def write_audit_mongo(cfg: Config, audit: dict[str, Any]) -> None:
 def last_audit(cfg: Config, db: str) -> tuple[dict[str, Any] | None, str]:
     """The most recent run of `db`: from MongoDB, else from the local copies. (record, where)."""
     try:
-        from etl.adapters.mongodb import connect
-
         client = connect(cfg["MONGO_URI"])
         try:
             docs = list(client[db][AUDIT_COLLECTION].find().sort("started_at", -1).limit(1))
@@ -618,7 +617,6 @@ def push_cloudwatch(cfg: Config, run: Run, audit: dict[str, Any]) -> str | None:
     group = cfg["CLOUDWATCH_LOG_GROUP"]
     if not group:
         return None
-    from etl.adapters import s3
 
     stream = f"{cfg['CLOUDWATCH_LOG_STREAM']}-{run.run_id}"
     client = s3.client(cfg, service="logs", endpoint_url=cfg["CLOUDWATCH_ENDPOINT_URL"])

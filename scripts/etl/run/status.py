@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from etl.adapters.mongodb import connect
 from etl.core.config import Config, mask_uri
 from etl.core.errors import DatabaseError
 from etl.core.fsutil import read_json
@@ -17,7 +18,6 @@ from etl.run.runlog import AUDIT_COLLECTION, backup_versions, last_audit
 
 def collection_counts(cfg: Config, db: str) -> dict[str, int]:
     """Documents per collection (the audit collection included: it is part of the database)."""
-    from etl.adapters.mongodb import connect
 
     client = connect(cfg["MONGO_URI"])
     try:

@@ -20,26 +20,19 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from etl.adapters import s3 as s3mod
+from etl.adapters.s3 import describe_error
 from etl.adapters.services import pg_tool
-from etl.core.config import Config, mask_uri, secrets_of
+from etl.core.config import Config, client_connection, mask_uri, secrets_of
 from etl.core.errors import SourceError
-from etl.core.fsutil import read_json, sha256_file, write_json_if_changed
+from etl.core.fsutil import sha256_file, write_json_if_changed
 from etl.core.paths import paths
 from etl.core.progress import Progress, say
+from etl.formats.dumps import current_pointer
 
 log = logging.getLogger("etl.acquire")
 
 KEEP_DUMPS = 3  # older dumps in data/dumps are deleted; S3 keeps the history
-
-
-def current_pointer() -> dict | None:
-    try:
-        return read_json(paths.current_dump)
-    except FileNotFoundError:
-        return None
-    except ValueError as exc:
-        raise SourceError(f"{paths.current_dump} is not valid JSON ({exc})",
-                          hint="delete it and acquire again") from None
 
 
 def verify_dump(path: Path, name: str | None = None) -> int:
@@ -94,8 +87,6 @@ def _tmp_path(name: str) -> Path:
 
 
 def latest_s3_key(s3, bucket: str, prefix: str) -> dict:
-    from etl.adapters.s3 import describe_error
-
     newest = None
     try:
         # Only objects directly under the prefix: exports pushed back to S3 live in
@@ -117,8 +108,6 @@ def latest_s3_key(s3, bucket: str, prefix: str) -> dict:
 
 
 def acquire_s3(cfg: Config, key: str | None = None) -> dict:
-    from etl.adapters import s3 as s3mod
-
     s3 = s3mod.client(cfg)
     bucket, prefix = cfg["S3_BUCKET"], cfg["S3_PREFIX"]
     if key is None:
@@ -154,8 +143,6 @@ def acquire_s3(cfg: Config, key: str | None = None) -> dict:
 
 
 def acquire_direct(cfg: Config) -> dict:
-    from etl.core.config import client_connection
-
     dsn = cfg["PROD_PG_DSN"]
     if not dsn:
         raise SourceError("--source direct needs PROD_PG_DSN", hint="set it in pipeline.local.env")

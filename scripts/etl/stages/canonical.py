@@ -22,6 +22,7 @@ from etl.core.errors import SnapshotError
 from etl.core.fsutil import read_json
 from etl.core.paths import paths
 from etl.formats.canonical import write_canonical
+from etl.formats.decisions import load_decisions as load_recorded
 from etl.formats.rules import load_rules
 from etl.model.mapping import build_mapping
 
@@ -54,7 +55,6 @@ def load_accepted(path: Path | None = None) -> dict[str, Any]:
 def load_decisions(path: Path | None = None) -> dict[str, Any]:
     """The recorded decisions as plain data (validated by etl.decisions, which owns the file's
     format); a missing file means none."""
-    from etl.formats.decisions import load_decisions as load_recorded
 
     recorded = load_recorded(path or paths.schemas / "decisions.yaml")
     return {"format_version": 1, "decisions": recorded.entries}

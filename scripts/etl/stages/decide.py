@@ -25,10 +25,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from etl.core.errors import DecisionError, PendingDecisions, SnapshotError
+from pymongo.errors import OperationFailure, PyMongoError
+
+from etl.adapters.mongodb import connect, describe
+from etl.core.errors import (
+    DatabaseError,
+    DecisionError,
+    PendingDecisions,
+    SnapshotError,
+)
 from etl.core.fsutil import read_json, write_if_changed, write_json_if_changed
 from etl.core.paths import paths
 from etl.formats import decisions as dec
+from etl.formats.migration import migrations_dir, write_script
+from etl.formats.rules import load_rules
+from etl.model.migration import Step
+from etl.model.plan import build_plan, check_default, field_index, render_md
 
 log = logging.getLogger("etl.decide")
 
@@ -126,20 +138,14 @@ def _already_accepted(changes_doc: dict[str, Any], accepted: dict[str, Any]) -> 
 
 
 def after_index(inputs: Inputs):
-    from etl.model.plan import field_index
-
     return field_index(inputs.current, _rules(), None)
 
 
 def _rules() -> dict[str, Any] | None:
-    from etl.formats.rules import load_rules
-
     return load_rules()
 
 
 def check_defaults(inputs: Inputs, entries: dict[str, dict[str, Any]], where: Callable[[str], str]) -> None:
-    from etl.model.plan import check_default
-
     by_id = {c["id"]: c for c in inputs.changes}
     relevant = {cid: e for cid, e in entries.items() if cid in by_id and "default" in e}
     if not relevant:
@@ -238,21 +244,29 @@ def _free_name(folder: Path, stem: str, suffix: str) -> Path:
     return path
 
 
-def _counting_db(cfg, counts: bool):
-    """The target database for document counts, or None (not wanted, not reachable, or not
-    there yet: counting must not create it)."""
+def _counter(cfg, counts: bool) -> Callable[[Step], int | str] | None:
+    """Counts of the documents each migration statement would touch, in the target database;
+    None when not wanted, not reachable, or not there yet (counting must not create it)."""
     if not counts or cfg is None:
         return None
-    from etl.adapters.mongodb import connect
-
     try:
         client = connect(cfg["MONGO_URI"], timeout_ms=2000)
         if cfg["MONGO_DB_NAME"] not in client.list_database_names():
             return None
-        return client[cfg["MONGO_DB_NAME"]]
-    except Exception as exc:  # noqa: BLE001 - counts are an extra: any refusal only loses them
-        log.info("documents not counted for the plan: %s", type(exc).__name__)
+    except (DatabaseError, PyMongoError) as exc:  # counts are an extra: an unreachable server only loses them
+        log.info("documents not counted for the plan: %s", exc)
         return None
+    db = client[cfg["MONGO_DB_NAME"]]
+
+    def count(step: Step) -> int | str:
+        try:
+            if step.op in ("updateMany", "count", "assert_none"):
+                return db[step.collection].count_documents(step.filter or {})
+            return db[step.collection].estimated_document_count()
+        except OperationFailure as exc:  # a refused filter only loses a number in a report
+            return f"not counted: {describe(exc)}"
+
+    return count
 
 
 def accept(inputs: Inputs, new_entries: dict[str, dict[str, Any]], *, cfg=None, counts: bool = True,
@@ -293,14 +307,9 @@ def accept(inputs: Inputs, new_entries: dict[str, dict[str, Any]], *, cfg=None, 
     if decided and new_acceptance:
         # Built before anything is written: a bad answer (a default that does not fit) must not
         # leave a half-accepted state behind.
-        from etl.formats.migration import migrations_dir, write_script
-        from etl.model.plan import build_plan, render_md
-
         plan, steps = build_plan(inputs.changes_doc, answers, inputs.accepted, inputs.current,
                                  rules=_rules(), decisions_doc={"decisions": entries},
-                                 db=_counting_db(cfg, counts),
-                                 openapi_before=paths.generated / "openapi.yaml",
-                                 tests_dir=paths.generated / "tests")
+                                 count=_counter(cfg, counts))
         stamp = _timestamp()
         migration = None
         if steps:

@@ -17,8 +17,11 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from bson import Binary, Decimal128
+from psycopg import sql
 
+from etl.adapters.mongodb import connect
 from etl.core.config import Config
 from etl.core.errors import DatabaseError
 from etl.core.fsutil import write_atomic, write_json_if_changed
@@ -122,7 +125,6 @@ def _norm_key(values: tuple[Any, ...]) -> tuple[str, ...]:
 def _fetch_rows(conn, table: dict[str, Any], pk: list[str], columns: list[str],
                 keys: list[tuple[str, ...]]) -> dict[tuple[str, ...], dict[str, Any]]:
     """Rows of `table` whose primary key (compared as text) is one of `keys`."""
-    from psycopg import sql
 
     ident = sql.Identifier(table["schema"], table["name"])
     key_cols = [sql.Identifier(c) for c in pk]
@@ -180,9 +182,6 @@ def add_rename_evidence(report: dict[str, Any], current: Snapshot, cfg: Config) 
     candidates = [c for c in report["changes"] if c["kind"] in ("column_renamed", "table_renamed")]
     if not candidates:
         return
-    import psycopg
-
-    from etl.adapters.mongodb import connect
 
     old_names = {c["to"]["table"]: c["table"] for c in report["changes"] if c["kind"] == "table_renamed"}
 

@@ -33,71 +33,20 @@ from typing import Any, Iterable
 import yaml
 
 from etl.core.errors import GenerateError
-from etl.core.fsutil import read_json, write_if_changed
-from etl.core.hashing import content_hash
+from etl.core.fsutil import write_if_changed
 from etl.core.paths import SOURCE_ROOT, paths
+from etl.formats.canonical import SCHEMA_SUFFIX, Canonical, load_canonical
+from etl.formats.generated import MARKER, read_marker
+from etl.model.artifacts import Collection
+from etl.model.contract_template import render_test_module
 
 log = logging.getLogger("etl.generate")
 
-# Bump when the shape of any artifact changes, so `etl generate` rewrites them even though
-# the canonical schemas did not change.
-GENERATOR_VERSION = 3
 
 NODE_DRIVER = Path(__file__).with_name("node") / "generate.mjs"
-NODE_PACKAGES = ("json-schema-to-typescript", "json-schema-to-zod", "prettier", "typescript", "zod")
-MARKER = ".canonical-hash"
-SCHEMA_SUFFIX = ".schema.json"
 # Sub-folders this stage owns entirely; anything in them it did not just make is stale.
 OWNED_DIRS = ("jsonschema", "typescript", "zod", "models", "tests")
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
-
-
-@dataclass(frozen=True)
-class Collection:
-    """One canonical collection schema and the names its artifacts use."""
-
-    name: str  # the MongoDB collection: "campaigns", or "reporting.metrics" outside public
-    schema: dict[str, Any]
-    hash: str  # content_hash of the schema: what its own artifacts are stamped with
-
-    @property
-    def indexes(self) -> list[dict[str, Any]] | None:
-        """The indexes the schema expects (`x-indexes`), as etl.mongo_schema reads them;
-        None when the schema does not say."""
-        if "x-indexes" not in self.schema:
-            return None
-        from etl.model.indexes import expected_indexes
-
-        try:
-            return expected_indexes(self.schema)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise GenerateError(f"{self.name}: malformed x-indexes ({exc})") from None
-
-    @property
-    def slug(self) -> str:
-        """File stem for Python and TypeScript files (identifiers cannot hold dots)."""
-        return re.sub(r"\W", "_", self.name)
-
-    @property
-    def type_name(self) -> str:
-        """The type every generator uses: Campaigns, LineItems, ReportingMetrics."""
-        words = re.split(r"[^0-9A-Za-z]+", self.name)
-        name = "".join(w[:1].upper() + w[1:] for w in words if w)
-        return name if name[:1].isalpha() else f"C{name}"
-
-    @property
-    def schema_name(self) -> str:
-        """The exported Zod schema constant: campaignsSchema."""
-        return self.type_name[:1].lower() + self.type_name[1:] + "Schema"
-
-
-@dataclass(frozen=True)
-class Canonical:
-    """The canonical schemas as this stage reads them."""
-
-    hash: str  # of the whole set: what the bundles are stamped with
-    collections: tuple[Collection, ...]
-    inputs_hash: str  # schemas + generator versions: decides whether to regenerate
 
 
 @dataclass
@@ -110,63 +59,6 @@ class GenerateResult:
 
 
 # ---------------------------------------------------------------- reading the canonical schemas
-
-
-def _node_versions() -> dict[str, str]:
-    # From the committed lock file, not node_modules: whether the artifacts are current must
-    # not depend on Node being installed on the machine that asks (cron, CI).
-    try:
-        lock = json.loads((SOURCE_ROOT / "package-lock.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {name: "unlocked" for name in NODE_PACKAGES}
-    packages = lock.get("packages") or {}
-    return {name: str((packages.get(f"node_modules/{name}") or {}).get("version", "unlocked"))
-            for name in NODE_PACKAGES}
-
-
-def generator_versions() -> dict[str, Any]:
-    from importlib.metadata import version
-
-    return {"etl.generate": GENERATOR_VERSION,
-            "datamodel-code-generator": version("datamodel-code-generator"),
-            **_node_versions()}
-
-
-def load_canonical(schema_dir: Path) -> Canonical:
-    """Read every `<collection>.schema.json` in `schema_dir` (and the set's hash from
-    index.json when the canonical stage wrote one)."""
-    if not schema_dir.is_dir():
-        raise GenerateError(f"no canonical schemas: {schema_dir} does not exist",
-                            hint="run `etl canonical` first")
-    collections = []
-    for path in sorted(schema_dir.glob(f"*{SCHEMA_SUFFIX}")):
-        name = path.name[: -len(SCHEMA_SUFFIX)]
-        try:
-            schema = read_json(path)
-        except (OSError, ValueError) as exc:
-            raise GenerateError(f"{path.name}: not readable JSON ({exc})") from None
-        if not isinstance(schema, dict) or schema.get("type") != "object":
-            raise GenerateError(f"{path.name}: a collection schema must be a JSON object schema "
-                                "with \"type\": \"object\"")
-        collections.append(Collection(name=name, schema=schema, hash=content_hash(schema)))
-    if not collections:
-        raise GenerateError(f"no canonical schemas in {schema_dir}", hint="run `etl canonical` first")
-    slugs: dict[str, str] = {}
-    for c in collections:
-        if c.slug in slugs:
-            raise GenerateError(f"collections {slugs[c.slug]!r} and {c.name!r} would share the "
-                                f"file name {c.slug!r}")
-        slugs[c.slug] = c.name
-    by_name = {c.name: c.schema for c in collections}
-    set_hash = content_hash(by_name)
-    index = schema_dir / "index.json"
-    if index.is_file():
-        try:
-            set_hash = str(read_json(index).get("hash") or set_hash)
-        except (OSError, ValueError, AttributeError):
-            raise GenerateError(f"{index.name}: not readable JSON") from None
-    inputs = content_hash({"schemas": by_name, "hash": set_hash, "generators": generator_versions()})
-    return Canonical(hash=set_hash, collections=tuple(collections), inputs_hash=inputs)
 
 
 # ---------------------------------------------------------------- schema helpers
@@ -302,7 +194,8 @@ def render_openapi(canonical: Canonical) -> str:
         schemas[c.type_name] = component
         schemas.update(hoisted)
         ref = {"$ref": f"#/components/schemas/{c.type_name}"}
-        paths_obj[f"/{c.name}"] = {"get": {
+        list_path, get_path = c.api_paths
+        paths_obj[list_path] = {"get": {
             "operationId": f"list{c.type_name}",
             "summary": f"List documents of {c.name}",
             "tags": [c.name],
@@ -312,7 +205,7 @@ def render_openapi(canonical: Canonical) -> str:
                                   "content": {"application/json": {
                                       "schema": {"type": "array", "items": ref}}}}},
         }}
-        paths_obj[f"/{c.name}/{{id}}"] = {"get": {
+        paths_obj[get_path] = {"get": {
             "operationId": f"get{c.type_name}",
             "summary": f"One document of {c.name} by _id",
             "tags": [c.name],
@@ -353,18 +246,16 @@ class _PlainDumper(yaml.SafeDumper):
 
 def render_model(c: Collection) -> str:
     """Pydantic v2 models through datamodel-code-generator's Python API (no subprocess)."""
-    from datamodel_code_generator import (
-        DataModelType,
-        InputFileType,
-        PythonVersion,
-        generate,
-    )
+    # deferred: the generator costs a tenth of a second to import, and a stage with nothing to
+    # regenerate never calls it.
+    from datamodel_code_generator import DataModelType, InputFileType, PythonVersion
+    from datamodel_code_generator import generate as generate_models
     from datamodel_code_generator.format import Formatter
 
     schema = {**c.schema, "title": c.type_name}
     header = "".join(f"# {line}\n" for line in _header_lines(_collection_subject(c), c.hash))
     try:
-        code = generate(
+        code = generate_models(
             json.dumps(schema),
             input_file_type=InputFileType.JsonSchema,
             output_model_type=DataModelType.PydanticV2BaseModel,
@@ -415,8 +306,6 @@ def accepts_nonfinite_decimals(schema: Any) -> bool:
 
 
 def render_contract_test(c: Collection) -> str:
-    from etl.stages.contract import render_test_module
-
     header = "".join(f"# {line}\n" for line in _header_lines(_collection_subject(c), c.hash))
     return header + render_test_module(c.name, c.slug, c.type_name, c.hash, c.indexes)
 
@@ -475,14 +364,6 @@ def render_all(canonical: Canonical, *, node: str = "node") -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- writing
-
-
-def read_marker(out_dir: Path) -> dict[str, Any]:
-    try:
-        marker = read_json(out_dir / MARKER)
-        return marker if isinstance(marker, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def expected_files(canonical: Canonical) -> list[str]:

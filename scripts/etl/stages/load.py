@@ -32,6 +32,8 @@ from pymongo.errors import PyMongoError
 
 from etl.adapters.mongodb import connect, describe
 from etl.adapters.mongodb.collections import Staging, create_indexes
+from etl.adapters.mongodb.dumps import take_backup
+from etl.adapters.mongodb.migrations import apply_pending
 from etl.core.config import Config
 from etl.core.errors import BackupError, DatabaseError, LoadError
 from etl.core.fsutil import write_atomic
@@ -40,6 +42,7 @@ from etl.core.paths import paths
 from etl.core.progress import Progress
 from etl.formats.dumpdir import (
     iter_batches,
+    manifest_collections,
     read_manifest,
     read_metadata,
     verify,
@@ -47,7 +50,7 @@ from etl.formats.dumpdir import (
 from etl.model.bsoncodec import CODEC, RAW_CODEC
 from etl.model.checksums import id_key
 from etl.model.indexes import entry_indexes
-from etl.model.validators import validation_options, validator_for
+from etl.model.validators import validation_options
 
 log = logging.getLogger("etl.load")
 
@@ -90,14 +93,6 @@ class LoadResult:
 
 
 
-def _schemas() -> dict[str, dict[str, Any]]:
-    try:
-        from etl.formats.canonical import read_canonical
-
-        return read_canonical()
-    except Exception:  # noqa: BLE001 - no canonical schemas yet: the metadata's options are used
-        return {}
-
 
 def load(cfg: Config, db: str | None = None, *, source: str | None = None, mode: str = "full",
          prune: bool = False, drop_database: bool = False, collections: list[str] | None = None,
@@ -131,8 +126,6 @@ def load(cfg: Config, db: str | None = None, *, source: str | None = None, mode:
         existing = set(mdb.list_collection_names())
         doomed = sorted(n for n in existing if drop_database and n not in names and not n.startswith("system."))
         if backup:
-            from etl.adapters.mongodb.dumps import take_backup
-
             result.backup_version = take_backup(cfg, db, sorted(set(names) | set(doomed)),
                                                 reason=f"before {mode} load", client=client)
             if result.backup_version:
@@ -141,8 +134,6 @@ def load(cfg: Config, db: str | None = None, *, source: str | None = None, mode:
             # Documents that exist only here are kept by an incremental load, so they must
             # follow the accepted schema too: decide's migration scripts (renames, defaults,
             # casts) run first, recorded with the backup they ran against.
-            from etl.adapters.mongodb.migrations import apply_pending
-
             result.migrations = apply_pending(mdb, result.backup_version)
             for applied in result.migrations:
                 if applied.get("status") == "applied":
@@ -153,9 +144,7 @@ def load(cfg: Config, db: str | None = None, *, source: str | None = None, mode:
         for n in full:
             if mode == "incremental":
                 result.notes.append(f"{n}: no primary key, loaded in full")
-        from etl.model.mapping import archived_fields
-
-        archived = {n: archived_fields(n) for n in names}
+        archived = {n: list(manifest_collections(manifest)[n].archived) for n in names}
         if full:
             _load_full(cfg, mdb, folder, full, entries, batch_size, doomed, result, echo, archived)
         for n in incremental:
@@ -207,12 +196,14 @@ def _carry_archived(live, batch: list, keep: list[tuple[str, str]]) -> tuple[lis
     return out, carried
 
 
-def _staging_options(meta: dict[str, Any], schema: dict[str, Any] | None, cfg: Config) -> dict[str, Any]:
-    """The options a staging collection gets: the validator of the canonical schema (or,
-    without one, the options the transform wrote into the metadata)."""
-    if schema is not None:
-        return {"validator": validator_for(schema), **validation_options(cfg["ETL_SCHEMA_STRICT_MODE"])}
-    return dict(meta.get("options") or {})
+def _staging_options(meta: dict[str, Any], cfg: Config) -> dict[str, Any]:
+    """The options a staging collection gets: those the transform wrote into the metadata
+    (the canonical schema's validator), with the validation level and action of the settings
+    (strict/error under ETL_SCHEMA_STRICT_MODE, moderate/warn otherwise)."""
+    options = dict(meta.get("options") or {})
+    if "validator" in options:
+        options.update(validation_options(cfg["ETL_SCHEMA_STRICT_MODE"]))
+    return options
 
 
 def _load_full(cfg: Config, mdb, folder: Path, names: list[str], entries: dict[str, Any], batch_size: int,
@@ -225,13 +216,12 @@ def _load_full(cfg: Config, mdb, folder: Path, names: list[str], entries: dict[s
     if leftovers:
         result.notes.append(f"dropped staging collections of an interrupted load: {', '.join(leftovers)}")
         staging.drop_named(leftovers)
-    schemas = _schemas()
     current = ""
     try:
         for n in names:
             current = n
             meta = read_metadata(folder / f"{n}.metadata.json")
-            staging.create(n, _staging_options(meta, schemas.get(n), cfg))
+            staging.create(n, _staging_options(meta, cfg))
             want = int(entries[n]["count"])
             keep = (archived or {}).get(n) or []
             carried = have = 0

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 
+from etl.adapters.mongodb import connect
 from etl.adapters.mongodb.collections import Outcome, apply_validators
+from etl.formats.canonical import read_canonical
 
 log = logging.getLogger("etl.mongo_schema")
 
@@ -31,9 +33,6 @@ log = logging.getLogger("etl.mongo_schema")
 
 
 def run_mongo_schema(cfg, db_name: str | None = None, out=None) -> list[Outcome]:
-    from etl.adapters.mongodb import connect
-    from etl.formats.canonical import read_canonical
-
     schemas = read_canonical()
     db_name = db_name or cfg["MONGO_DB_NAME"]
     client = connect(cfg["MONGO_URI"])

@@ -27,14 +27,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from boto3.exceptions import S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+
+from etl.adapters.s3 import client as s3_client
+from etl.adapters.s3 import describe_error
 from etl.core.config import Config, mask_uri
-from etl.core.errors import PushError, ValidationError
+from etl.core.errors import BackupError, PushError
 from etl.core.fsutil import sha256_file
 from etl.core.names import check_db_name
 from etl.core.paths import paths
 from etl.core.progress import Progress
-from etl.formats.dumpdir import manifest_collections
-from etl.stages.validate import read_manifest
+from etl.formats.dumpdir import manifest_collections, read_manifest
 
 log = logging.getLogger("etl.push")
 
@@ -121,16 +133,6 @@ def _gzip(src: Path, dst: Path) -> str:
 
 
 def _s3_error(exc: Exception, cfg: Config, bucket: str) -> PushError:
-    from botocore.exceptions import (
-        ClientError,
-        ConnectTimeoutError,
-        EndpointConnectionError,
-        NoCredentialsError,
-        PartialCredentialsError,
-    )
-
-    from etl.adapters.s3 import describe_error
-
     endpoint = mask_uri(cfg["S3_ENDPOINT_URL"]) or "AWS S3"
     if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
         return PushError(f"S3 endpoint {endpoint} is not reachable", hint="check S3_ENDPOINT_URL")
@@ -152,8 +154,6 @@ def _remote_objects(client, bucket: str, prefix: str) -> Iterator[dict]:
 
 
 def _head(client, bucket: str, key: str) -> dict | None:
-    from botocore.exceptions import ClientError
-
     try:
         return client.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
@@ -181,17 +181,12 @@ def verify(client, bucket: str, prefix: str, expected: dict[str, dict]) -> None:
 def push(cfg: Config, db: str | None = None, *, folder: Path | None = None,
          transfer_config=None) -> PushResult:
     """Upload the export of `db` (see the module docstring); return what was uploaded or skipped."""
-    from boto3.s3.transfer import TransferConfig
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from etl.adapters.s3 import client as s3_client
-
     db = check_db_name(db or cfg["MONGO_DB_NAME"])
     folder = folder or paths.transformed / db
     try:
         manifest = read_manifest(folder)
-    except ValidationError as exc:  # the same missing or unreadable export, reported as a push error
-        raise PushError(str(exc), hint=exc.hint) from None
+    except BackupError as exc:  # a missing or unreadable export, reported as a push error
+        raise PushError(str(exc), hint="run `make transform` first") from None
     files = export_files(folder, manifest)
     version = export_version(manifest, files)
     bucket = cfg["S3_BUCKET"]
@@ -235,10 +230,6 @@ def push(cfg: Config, db: str | None = None, *, folder: Path | None = None,
         raise
     except (BotoCoreError, ClientError) as exc:
         raise _s3_error(exc, cfg, bucket) from None
-    except Exception as exc:
-        from boto3.exceptions import S3UploadFailedError
-
-        if isinstance(exc, S3UploadFailedError):
-            raise PushError(f"upload to s3://{bucket}/{result.prefix} failed: {str(exc)[:200]}") from None
-        raise
+    except S3UploadFailedError as exc:
+        raise PushError(f"upload to s3://{bucket}/{result.prefix} failed: {str(exc)[:200]}") from None
     return result

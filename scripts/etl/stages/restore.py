@@ -22,7 +22,7 @@ from etl.core.errors import DatabaseError, RestoreError, SourceError
 from etl.core.fsutil import read_json, write_json_if_changed
 from etl.core.paths import paths
 from etl.core.progress import say
-from etl.stages.acquire import current_pointer
+from etl.formats.dumps import current_pointer
 
 log = logging.getLogger("etl.restore")
 

@@ -30,9 +30,12 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 import psycopg
+from botocore.exceptions import BotoCoreError, ClientError
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from etl.adapters import s3 as s3mod
+from etl.adapters.s3 import describe_error
 from etl.adapters.services import pg_tool
 from etl.core.config import Config, client_connection, mask_uri
 from etl.core.errors import DatabaseError, EtlError, SampleError, SourceError
@@ -337,10 +340,6 @@ def build_sample(conninfo_admin: str, out_path: Path | None = None, seed: int = 
 
 
 def _ensure_bucket(s3, cfg: Config, bucket: str) -> None:
-    from botocore.exceptions import ClientError
-
-    from etl.adapters.s3 import describe_error
-
     try:
         s3.head_bucket(Bucket=bucket)
         return
@@ -362,9 +361,6 @@ def seed_s3(cfg: Config, dump_path: Path, key: str | None = None) -> UploadResul
     """Upload `dump_path` to s3://S3_BUCKET/<key> (default S3_PREFIX + the sample's object
     name from its sidecar, else the file name). Skipped when an object with the same sha256
     metadata is already there; the bucket is created on a local endpoint when missing."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from etl.adapters import s3 as s3mod
 
     dump_path = Path(dump_path)
     if not dump_path.is_file():

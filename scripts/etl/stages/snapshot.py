@@ -17,6 +17,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+
 from etl.core.config import mask_uri
 from etl.core.errors import DatabaseError, SnapshotError
 from etl.core.fsutil import write_atomic, write_json_if_changed
@@ -41,7 +45,6 @@ def catalog_sql(name: str) -> str:
 
 def _describe_conninfo(conninfo: str) -> str:
     """host:port/db for messages; never the password."""
-    from psycopg.conninfo import conninfo_to_dict
 
     try:
         params = conninfo_to_dict(conninfo)
@@ -58,8 +61,6 @@ def _connect_reason(exc: Exception) -> str:
 
 
 def _query(conn, name: str) -> list[dict[str, Any]]:
-    from psycopg.rows import dict_row
-
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(catalog_sql(name))
         return list(cur.fetchall())
@@ -154,7 +155,6 @@ def build_snapshot(rows: dict[str, list[dict[str, Any]]], database: str,
 def take_snapshot(conninfo: str, *, load_views: Iterable[str] = ()) -> dict[str, Any]:
     """Introspect the database at `conninfo`; DatabaseError (one line, no password) if it
     cannot be reached. Views named in `load_views` (ETL_LOAD_VIEWS) are described as tables."""
-    import psycopg
 
     where = _describe_conninfo(conninfo)
     try:

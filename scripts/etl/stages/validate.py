@@ -29,20 +29,31 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import bson
+import psycopg
+from bson.decimal128 import Decimal128
+from jsonschema import validators
+from jsonschema.exceptions import SchemaError
+from psycopg import sql
 from pymongo.errors import PyMongoError
 
 from etl.adapters.mongodb import connect
-from etl.core.config import Config
-from etl.core.errors import DatabaseError, ValidationError, ValidationFailed
+from etl.core.config import Config, pg_conninfo
+from etl.core.errors import (
+    BackupError,
+    DatabaseError,
+    ValidationError,
+    ValidationFailed,
+)
 from etl.core.fsutil import read_json, write_atomic
 from etl.core.names import check_db_name
 from etl.core.paths import paths
 from etl.core.progress import Progress
 from etl.formats import dumpdir as bsondump
-from etl.formats.dumpdir import ManifestEntry, manifest_collections
+from etl.formats.backups import list_versions
+from etl.formats.dumpdir import ManifestEntry, manifest_collections, read_manifest
 from etl.model.checksums import (
     Digest,
     combine,
@@ -52,7 +63,8 @@ from etl.model.checksums import (
     raw_id_key,
     show_id,
 )
-from etl.model.references import Reference, references_from
+from etl.model.jsonview import SchemaCheck
+from etl.model.references import Reference
 
 log = logging.getLogger("etl.validate")
 
@@ -82,14 +94,12 @@ def read_docs(coll, query: dict | None = None, projection: dict | None = None):
     return coll.with_options(codec_options=CODEC).find(query or {}, projection)
 
 
-def read_manifest(folder: Path) -> dict:
-    path = folder / "manifest.json"
-    if not path.is_file():
-        raise ValidationError(f"{path} not found", hint="run `make transform` first")
+def read_export(folder: Path) -> dict:
+    """The export's manifest; one that is missing or damaged is a ValidationError."""
     try:
-        return read_json(path)
-    except (OSError, ValueError) as exc:
-        raise ValidationError(f"{path} is not readable JSON: {exc}") from None
+        return read_manifest(folder)
+    except BackupError as exc:
+        raise ValidationError(str(exc), hint="run `make transform` first") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,20 +114,15 @@ def collection_digest(coll) -> Digest:
 # Canonical JSON Schema checks
 
 
-def schema_validator(path: Path):
-    """The check of a canonical schema file (etl.contract.SchemaCheck), or None without one."""
-    from jsonschema import validators
-    from jsonschema.exceptions import SchemaError
-
-    from etl.stages.contract import SchemaCheck
-
-    if not path.is_file():
+def schema_validator(name: str, schema: dict | None) -> SchemaCheck | None:
+    """The check of a collection's canonical schema (the export carries it), or None."""
+    if schema is None:
         return None
-    schema = read_json(path)
     try:
         validators.validator_for(schema).check_schema(schema)
     except SchemaError as exc:
-        raise ValidationError(f"{path.name} is not a valid JSON Schema: {exc.message}") from None
+        raise ValidationError(f"the canonical schema of {name} in the export is not a valid JSON Schema: "
+                              f"{exc.message}") from None
     return SchemaCheck(schema)
 
 
@@ -127,7 +132,6 @@ def schema_validator(path: Path):
 
 def _ref_key(value: Any) -> Any:
     # A reference stored as int32 must match an int64 _id, as it does in a MongoDB query.
-    from bson.decimal128 import Decimal128
 
     if isinstance(value, Decimal128):
         return value.to_decimal()
@@ -201,11 +205,6 @@ def check_validator(db, name: str, expected: dict | None) -> dict:
 def source_counts(cfg: Config, manifest: Mapping, entries: dict[str, ManifestEntry]) -> tuple[dict[str, int], str | None]:
     """Rows per collection's source table in the restored PostgreSQL database, when it still
     holds the dump the export was made from; else ({}, why not)."""
-    import psycopg
-    from psycopg import sql
-
-    from etl.core.config import pg_conninfo
-
     try:
         restored = read_json(paths.restored)
     except (OSError, ValueError):
@@ -256,14 +255,14 @@ class _Sample:
 
 
 def check_collection(db, name: str, folder: Path, entry: ManifestEntry, sample: int,
-                     schema_dir: Path, source_rows: int | None = None,
+                     source_rows: int | None = None,
                      seen: Seen | None = None, ref_fields: Sequence[str] = (),
                      archived: Sequence[str] = (), keep_ids: bool = True,
                      validator_check: Future | None = None) -> dict:
     """Count, content, schema and validator checks of one collection against its files.
     With `seen`, the same pass keeps the `ref_fields` values and, with `keep_ids` (other
     collections reference this one), the `_id`s for check_reference.
-    `archived` fields exist only in MongoDB (etl.mapping.archived_fields): the content check
+    `archived` fields exist only in MongoDB (the export lists them): the content check
     leaves them out, the schema check sees them."""
     bson_path = folder / f"{name}.bson"
     expected: dict[bytes, bytes] = {}
@@ -281,7 +280,7 @@ def check_collection(db, name: str, folder: Path, entry: ManifestEntry, sample: 
     expected_sha = combine([*expected.values(), *keyless.elements()])
     expected_count = entry.count if entry.count is not None else in_file
 
-    validator = schema_validator(schema_dir / f"{name}.schema.json")
+    validator = schema_validator(name, entry.schema)
     picker = _Sample(sample) if sample else None
     schema_checked = schema_invalid = 0
     schema_examples: list[str] = []
@@ -404,34 +403,28 @@ def _failures(report: dict) -> list[str]:
     return out
 
 
-def _load_references() -> tuple[list[Reference], list[str]]:
-    mapping_path = paths.schemas / "mapping.json"
-    snapshot_path = paths.schemas / "accepted.json"
-    if not (mapping_path.is_file() and snapshot_path.is_file()):
-        return [], ["references not checked: schemas/mapping.json or schemas/accepted.json missing"]
-    return references_from(read_json(mapping_path), read_json(snapshot_path))
-
-
 def validate(cfg: Config, db: str | None = None, *, sample: int | None = None,
-             folder: Path | None = None, references: list[Reference] | None = None,
-             schema_dir: Path | None = None) -> dict:
+             folder: Path | None = None, references: list[Reference] | None = None) -> dict:
     """Check database `db` against its transformed files; return the report (not written).
 
-    `references` defaults to the foreign keys of schemas/mapping.json + schemas/accepted.json.
+    Everything it checks against comes from the export (data/transformed/<db>/): the
+    documents, their metadata, and in its manifest each collection's canonical schema, archived
+    fields and the references to check (`references` overrides those).
     """
-    from etl.model.mapping import archived_fields
-
     db = check_db_name(db or cfg["MONGO_DB_NAME"])
     folder = folder or paths.transformed / db
-    schema_dir = schema_dir or paths.schemas / "collections"
     sample = cfg["ETL_VALIDATE_SAMPLE"] if sample is None else sample
-    manifest = read_manifest(folder)
-    entries = manifest_collections(manifest)
+    manifest = read_export(folder)
+    try:
+        entries = manifest_collections(manifest)
+    except BackupError as exc:
+        raise ValidationError(str(exc), hint="run `make transform` again") from None
     if not entries:
         raise ValidationError(f"{folder / 'manifest.json'} lists no collections")
-    notes: list[str] = []
+    notes: list[str] = list(manifest.get("references_not_checked") or [])
     if references is None:
-        references, notes = _load_references()
+        references = [Reference(name, r["field"], r["target"], r.get("constraint") or "")
+                      for name, entry in entries.items() for r in entry.references]
     sources, why_not = source_counts(cfg, manifest, entries)
     if why_not:
         notes.append(why_not)
@@ -451,10 +444,10 @@ def validate(cfg: Config, db: str | None = None, *, sample: int | None = None,
                 name: pool.submit(check_validator, mdb, name,
                                   (read_metadata(folder / f"{name}.metadata.json").get("options") or {}).get("validator"))
                 for name in sorted(entries)}
-            collections = {name: check_collection(mdb, name, folder, entry, sample, schema_dir,
+            collections = {name: check_collection(mdb, name, folder, entry, sample,
                                                   sources.get(name), seen[name],
                                                   sorted({r.field for r in references if r.collection == name}),
-                                                  [a for _, a in archived_fields(name)], keep_ids=name in targets,
+                                                  [a for _, a in entry.archived], keep_ids=name in targets,
                                                   validator_check=validator_checks[name])
                            for name, entry in sorted(entries.items())}
         refs = [check_reference(ref, seen[ref.collection], seen[ref.target]) for ref in references]
@@ -532,8 +525,6 @@ def pre_load_backup(db: str) -> tuple[str | None, str]:
     """(version, where from): the backup taken before the last load, as the load recorded it
     in `.make/<db>/load.stamp` (JSON, `backup_version`; null when there was nothing to back up);
     without such a record, the newest backup of `db`."""
-    from etl.formats.backups import list_versions
-
     stamp = paths.make_stamps / db / "load.stamp"
     try:
         record = read_json(stamp)
@@ -546,8 +537,9 @@ def pre_load_backup(db: str) -> tuple[str | None, str]:
 
 
 def validate_and_report(cfg: Config, db: str | None = None, *, rollback_on_invalid: bool | None = None,
-                        **kwargs) -> tuple[dict, Path]:
-    """validate(), write the report, roll back when configured; ValidationFailed on failure."""
+                        restore: Callable[[str], Any] | None = None, **kwargs) -> tuple[dict, Path]:
+    """validate(), write the report, and when configured restore the pre-load backup through
+    `restore(version)` (the rollback); ValidationFailed on failure."""
     db = check_db_name(db or cfg["MONGO_DB_NAME"])
     report = validate(cfg, db, **kwargs)
     rollback_on_invalid = cfg["ETL_ROLLBACK_ON_INVALID"] if rollback_on_invalid is None else rollback_on_invalid
@@ -556,11 +548,11 @@ def validate_and_report(cfg: Config, db: str | None = None, *, rollback_on_inval
         version, source = pre_load_backup(db)
         if version is None:
             report["notes"].append(f"rollback on invalid: no backup to restore ({source} names none)")
+        elif restore is None:
+            report["notes"].append("rollback on invalid: nothing to restore with")
         else:
-            from etl.stages.rollback import rollback
-
             log.warning("validation failed; restoring backup %s of %s", version, db)
-            rollback(cfg, db, version)
+            restore(version)
             restored = report["rolled_back_to"] = version
     path = write_report(report)
     for line in report["failures"]:

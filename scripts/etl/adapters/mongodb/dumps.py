@@ -8,6 +8,8 @@ import os
 import shutil
 from typing import Any, Iterator
 
+from pymongo.errors import PyMongoError
+
 from etl.adapters.mongodb import connect, describe
 from etl.core.config import Config
 from etl.core.errors import DatabaseError
@@ -47,7 +49,6 @@ def take_backup(cfg: Config, db: str, collections: list[str] | None = None, *, r
                 client=None) -> str | None:
     """Back up `collections` of `db` (default: all of them) and return the version, or None when
     none of them exists (nothing to keep). Prunes to MONGO_BACKUP_RETENTION versions."""
-    from pymongo.errors import PyMongoError
 
     db = check_db_name(db)
     own = client is None

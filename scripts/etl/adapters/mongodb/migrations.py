@@ -12,9 +12,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from pymongo.errors import PyMongoError
+
+from etl.adapters.mongodb import describe
 from etl.core.errors import MigrationError
 from etl.core.fsutil import sha256_file
-from etl.formats.migration import Step, migrations_dir, parse_script
+from etl.formats.migration import migrations_dir, parse_script
+from etl.model.migration import Step
 
 log = logging.getLogger("etl.migrate")
 
@@ -45,10 +49,6 @@ def apply_migration(db, path: Path, backup_version: str | None) -> dict[str, Any
                                  hint="migration scripts are never edited after they ran; write a new one")
         return {"script": path.name, "sha256": digest, "backup_version": previous.get("backup_version"),
                 "status": "already-applied", "steps": previous.get("steps", [])}
-
-    from pymongo.errors import PyMongoError
-
-    from etl.adapters.mongodb import describe
 
     results: list[dict[str, Any]] = []
     for step in script.steps:

@@ -27,8 +27,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import multiprocessing
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -37,6 +39,7 @@ from etl.core.config import Config, mask_uri, pg_conninfo
 from etl.core.errors import DatabaseError, TransformError
 from etl.core.fsutil import read_json
 from etl.core.hashing import content_hash
+from etl.core.names import check_db_name
 from etl.core.paths import paths
 from etl.core.progress import Progress
 from etl.formats.canonical import collections_dir
@@ -47,6 +50,7 @@ from etl.formats.dumpdir import (
     write_manifest,
     write_metadata,
 )
+from etl.formats.mapping import mapping_path
 from etl.formats.provenance import accepted_schema_hash, source_dump
 from etl.model.indexes import planned_indexes
 from etl.model.mapping import archived_fields, mapping_hash
@@ -127,8 +131,6 @@ class TransformResult:
 
 
 def load_mapping(path: Path | None = None) -> dict[str, Any]:
-    from etl.formats.mapping import mapping_path
-
     path = path or mapping_path()
     if not path.is_file():
         raise TransformError(f"{path} not found", hint="run `make canonical` first")
@@ -179,9 +181,6 @@ def _run_jobs(jobs: list[tuple], workers: int, parts: dict[str, dict[int, PartRe
               db: str) -> None:
     with Progress(f"transform {db}", total=total, unit="rows") as bar:
         if workers > 1 and len(jobs) > 1:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
             ctx = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
                 for name, index, result in pool.map(_work, jobs):
@@ -207,7 +206,6 @@ def transform(cfg: Config, db: str | None = None, *, collections: list[str] | No
               workers: int | None = None, echo: Callable[[str], None] | None = None) -> TransformResult:
     """Transform every collection of the mapping whose fingerprint changed (all with `force`)
     into `data/transformed/<db>/`, and write its manifest."""
-    from etl.core.names import check_db_name
 
     echo = echo or (lambda _msg: None)
     start = time.perf_counter()

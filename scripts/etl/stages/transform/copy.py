@@ -16,11 +16,13 @@ import bson
 import bsonjs
 from bson import json_util
 
-from etl.core.config import mask_uri
+from etl.adapters.services import pg_tool
+from etl.core.config import client_connection, mask_uri
 from etl.core.errors import DatabaseError, TransformError
 from etl.core.progress import Progress
 from etl.formats.dumpdir import BsonWriter
 from etl.model.bsoncodec import CODEC
+from etl.model.rules import evaluate
 from etl.stages.transform.policies import (
     Converter,
     _calc_value,
@@ -79,8 +81,6 @@ class RowFinisher:
                 return None
             self.counters["default_applied"] += 1
             if isinstance(default, dict) and "expression" in default:
-                from etl.model.rules import evaluate
-
                 try:
                     return _calc_value({"bson": f["bson"]}, evaluate(default["expression"], inputs), self.conv)
                 except ArithmeticError:
@@ -104,8 +104,6 @@ class RowFinisher:
             return None
 
     def _calculated(self, calc: dict[str, Any], inputs: dict[str, Any], doc: bytes) -> Any:
-        from etl.model.rules import evaluate
-
         try:
             value = evaluate(calc["expression"], inputs)
         except ArithmeticError as exc:
@@ -145,9 +143,6 @@ class PartResult:
 def _psql(conninfo: str) -> tuple[list[str], dict[str, str]]:
     """psql connected with `conninfo`, without a command yet: argv and environment. The
     password travels in PGPASSWORD, never on the command line; session settings in PGOPTIONS."""
-    from etl.adapters.services import pg_tool
-    from etl.core.config import client_connection
-
     dsn, env, _ = client_connection(conninfo)
     env["PGOPTIONS"] = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601 -c extra_float_digits=1"
     return [pg_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn], env

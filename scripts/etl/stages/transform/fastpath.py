@@ -17,6 +17,7 @@ part goes through the general path instead.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import re
 import time
@@ -277,7 +278,6 @@ def _skip_header(buf: bytes, table: str) -> bytes:
 def _widen_pipe(pipe) -> None:
     """A pipe of BLOCK_BYTES instead of 64 KiB, so psql and the server keep producing while a
     block is encoded (Linux; elsewhere, or above the system's limit, the default stays)."""
-    import fcntl
 
     try:
         fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), BLOCK_BYTES)

@@ -16,6 +16,8 @@ from bson.datetime_ms import DatetimeMS
 from bson.decimal128 import Decimal128, create_decimal128_context
 from bson.int64 import Int64
 
+from etl.model.rules import round_value
+
 _DEC_CTX = create_decimal128_context()
 
 
@@ -79,8 +81,6 @@ class Converter:
         else:
             r = f.get("round")
             if r:
-                from etl.model.rules import round_value
-
                 d = round_value(d, int(r["places"]), r.get("mode", "half_even"))
         ser = f.get("serialize")
         if ser == "double":
@@ -122,8 +122,6 @@ class Converter:
             if value != value or value in (float("inf"), float("-inf")):
                 self.counters["double_nonfinite_kept"] += 1
             elif f.get("round"):
-                from etl.model.rules import round_value
-
                 value = round_value(value, int(f["round"]["places"]), f["round"].get("mode", "half_even"))
             return value
         if t == "bool":
@@ -245,8 +243,6 @@ def _calc_value(calc: dict[str, Any], value: Any, conv: Converter) -> Any:
         return None
     r = calc.get("round")
     if r:
-        from etl.model.rules import round_value
-
         value = round_value(value, int(r["places"]), r.get("mode", "half_even"))
     t = calc.get("bson", "decimal")
     if t == "decimal":

@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from etl.model.expr import names_in
+
 log = logging.getLogger("etl.transform")
 
 
@@ -334,8 +336,6 @@ def build_plan(name: str, spec: dict[str, Any], mapping: dict[str, Any]) -> Plan
     for f in spec["fields"]:
         d = f.get("default")
         if isinstance(d, dict) and "expression" in d:
-            from etl.model.expr import names_in
-
             needed.update(names_in(d["expression"]))
     for col in sorted(needed):
         f = by_col[col]
