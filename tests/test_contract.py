@@ -19,6 +19,7 @@ from bson import Binary, Decimal128, ObjectId
 from bson.int64 import Int64
 from click.testing import CliRunner
 
+from etl.model.jsonview import to_json_doc
 from etl.stages import contract
 from etl.stages import generate as gen
 from etl.cli import cli
@@ -178,16 +179,16 @@ def test_to_json_doc_follows_the_canonical_representation():
            "naive": dt.datetime(2026, 1, 1), "u1": some_uuid, "u2": Binary(some_uuid.bytes, 4),
            "blob": Binary(b"\x00\xff", 0), "raw": b"ab", "n": Int64(5), "nested": [{"d": Decimal128("0.10")}],
            "s": "x", "b": True, "none": None, "f": 1.5}
-    assert contract.to_json_doc(doc) == {
+    assert to_json_doc(doc) == {
         "_id": "65a1b2c3d4e5f60718293a4b", "money": "1234.50", "big": "1E+3", "plain": "2.5",
         "at": "2026-11-26T10:00:00Z", "at_ms": "2026-11-26T10:00:00.123Z", "naive": "2026-01-01T00:00:00Z",
         "u1": str(some_uuid), "u2": str(some_uuid), "blob": "AP8=", "raw": "YWI=", "n": 5,
         "nested": [{"d": "0.10"}], "s": "x", "b": True, "none": None, "f": 1.5}
-    assert type(contract.to_json_doc({"n": Int64(5)})["n"]) is int
+    assert type(to_json_doc({"n": Int64(5)})["n"]) is int
     # PostgreSQL numeric allows NaN and ±Infinity; the canonical decimal pattern accepts them.
-    special = contract.to_json_doc({"a": Decimal128("NaN"), "b": Decimal128("-Infinity")})
+    special = to_json_doc({"a": Decimal128("NaN"), "b": Decimal128("-Infinity")})
     assert special == {"a": "NaN", "b": "-Infinity"}
-    as_number = contract.to_json_doc({"b": Decimal128("Infinity")},
+    as_number = to_json_doc({"b": Decimal128("Infinity")},
                                      {"type": "object", "properties": {"b": {"type": ["integer", "number"]}}})
     assert as_number == {"b": float("inf")}
 
@@ -196,9 +197,9 @@ def test_to_json_doc_gives_a_number_where_the_schema_wants_one():
     schema = EXAMPLES["reporting.daily_metrics"]
     doc = {"_id": {"campaign_id": 1, "day": dt.datetime(2026, 3, 1, tzinfo=UTC)}, "cost": Decimal128("12.5"),
            "impressions": 3, "ctr": 0.5}
-    out = contract.to_json_doc(doc, schema)
+    out = to_json_doc(doc, schema)
     assert out["cost"] == 12.5 and out["_id"]["day"] == "2026-03-01T00:00:00Z"
-    flight = contract.to_json_doc({"flights": [{"starts_on": dt.datetime(2026, 3, 2, tzinfo=UTC),
+    flight = to_json_doc({"flights": [{"starts_on": dt.datetime(2026, 3, 2, tzinfo=UTC),
                                                 "spend": Decimal128("1.00")}]}, EXAMPLES["campaigns"])
     assert flight == {"flights": [{"starts_on": "2026-03-02", "spend": "1.00"}]}
 
@@ -308,7 +309,7 @@ def test_zod_accepts_exported_documents_and_rejects_a_broken_one(loaded, project
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:]
     schema = json.loads((generated / "jsonschema" / "kinds.schema.json").read_text())
-    docs = [contract.to_json_doc(d, schema)
+    docs = [to_json_doc(d, schema)
             for d in iter_docs(paths.transformed / loaded["MONGO_DB_NAME"] / "kinds.bson")]
     assert len(docs) == 1 and docs[0]["big_num"] == "NaN"
     broken = dict(docs[0], m="angry")

@@ -480,15 +480,15 @@ collections:
 def sample_generated(pg, tmp_path_factory, node_ready):
     """The sample media_tool schema through snapshot → mapping (with rules) → canonical →
     generate: the generators fed exactly what the pipeline feeds them."""
-    from etl.stages import canonical
+    from etl.formats.rules import validate_rules
     from etl.model import mapping
-    from etl.model import rules
+    from etl.model.canonical import canonical_schemas
     from etl.stages import snapshot
 
     db = pg.create_db(sql=(SOURCE_ROOT / "scripts" / "etl" / "stages" / "sql" / "sample_schema.sql").read_text())
     snap = snapshot.take_snapshot(pg.dsn(db))
-    plan = mapping.build_mapping(snap, rules.validate_rules(yaml.safe_load(SAMPLE_RULES)))
-    schemas = canonical.canonical_schemas(plan)
+    plan = mapping.build_mapping(snap, validate_rules(yaml.safe_load(SAMPLE_RULES)))
+    schemas = canonical_schemas(plan)
     root = tmp_path_factory.mktemp("sample")
     folder = write_examples(root, schemas)
     gen.generate(folder, root / "generated")

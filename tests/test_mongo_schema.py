@@ -4,6 +4,7 @@ server, index sync, and a server that refuses a validator, collMod or an index."
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 import uuid
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from etl.cli import cli
 from etl.core.errors import DatabaseError
 from etl.model.mapping import build_mapping
 from etl.adapters.mongodb import connect
-from etl.model.indexes import expected_indexes
+from etl.model.indexes import planned_indexes
 from etl.adapters.mongodb.collections import apply_validators, sync_indexes
 from etl.model.validators import to_bson_schema, validation_options, validator_for
 from etl.formats.rules import load_rules
@@ -226,19 +227,18 @@ def test_a_lost_connection_is_not_taken_for_a_refusal(schemas, db):
 def test_sync_indexes_creates_rebuilds_and_drops(schemas, db):
     coll = db["campaigns"]
     coll.insert_one({"_id": 1})
-    expected = expected_indexes(schemas["campaigns"])
-    assert {i["name"] for i in expected} == {"advertiser_id_1", "owner_id_1", "code_1", "status_1", "start_date_1"}
+    expected = planned_indexes(schemas["campaigns"])
+    assert {i.name for i in expected} == {"advertiser_id_1", "owner_id_1", "code_1", "status_1", "start_date_1"}
     first = sync_indexes(coll, expected)
-    assert sorted(first["created"]) == sorted(i["name"] for i in expected) and first["dropped"] == []
-    assert sync_indexes(coll, expected) == {"created": [], "dropped": [], "kept": [i["name"] for i in expected]}
+    assert sorted(first["created"]) == sorted(i.name for i in expected) and first["dropped"] == []
+    assert sync_indexes(coll, expected) == {"created": [], "dropped": [], "kept": [i.name for i in expected]}
 
     # An index that disappeared from PostgreSQL is dropped; one whose uniqueness changed is rebuilt.
-    fewer = [i for i in expected if i["name"] != "status_1"]
-    fewer = [{**i, "unique": True} if i["name"] == "start_date_1" else i for i in fewer]
+    fewer = [replace(i, unique=True) if i.name == "start_date_1" else i for i in expected if i.name != "status_1"]
     third = sync_indexes(coll, fewer)
     assert sorted(third["dropped"]) == ["start_date_1", "status_1"] and third["created"] == ["start_date_1"]
     current = {i["name"]: dict(i) for i in coll.list_indexes()}
-    assert set(current) == {"_id_"} | {i["name"] for i in fewer}
+    assert set(current) == {"_id_"} | {i.name for i in fewer}
     assert current["start_date_1"].get("unique") is True
 
 

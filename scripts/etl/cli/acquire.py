@@ -1,4 +1,4 @@
-"""The command line of etl.stages.acquire: stage 1: acquire a production dump (the seed's Step 1)."""
+"""`etl acquire`: fetch and verify a dump (etl.stages.acquire)."""
 
 from __future__ import annotations
 

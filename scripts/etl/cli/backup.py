@@ -1,4 +1,4 @@
-"""The command line of etl.stages.backup: `etl backup`: versioned backups of MongoDB collections, taken before every load."""
+"""`etl backup`: a versioned backup of MongoDB collections now (etl.adapters.mongodb.dumps)."""
 
 from __future__ import annotations
 

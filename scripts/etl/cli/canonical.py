@@ -1,4 +1,4 @@
-"""The command line of etl.stages.canonical: canonical schemas: one JSON Schema (draft 2020-12) per collection, describing the documents."""
+"""`etl canonical`: the canonical per-collection schemas and the mapping (etl.stages.canonical)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The command line of etl.run.compare: `etl compare A B` (make compare A=bravo-1 B=bravo-1-20261126): two databases side by side."""
+"""`etl compare A B`: two MongoDB databases side by side (etl.run.compare)."""
 
 from __future__ import annotations
 

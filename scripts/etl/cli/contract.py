@@ -1,4 +1,4 @@
-"""The command line of etl.stages.contract: contract tests that follow the schema: do the documents in MongoDB match the canonical schemas?"""
+"""`etl test-data`: the generated contract tests against the target database (etl.stages.contract)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The command line of etl.stages.detect: `etl detect`: what changed in the schema since the last accepted snapshot, and is it safe."""
+"""`etl detect`: what changed in the schema, and its summary in the seed's words (etl.stages.detect)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The command line of etl.stages.generate: generated artifacts: everything downstream of the canonical collection schemas."""
+"""`etl generate`: JSON Schema, OpenAPI, TypeScript, Zod and Pydantic artifacts (etl.stages.generate)."""
 
 from __future__ import annotations
 

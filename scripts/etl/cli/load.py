@@ -1,4 +1,4 @@
-"""The command line of etl.stages.load: `etl load`: the transformed documents into MongoDB, after a backup."""
+"""`etl load`: the export into MongoDB, after a backup (etl.stages.load)."""
 
 from __future__ import annotations
 

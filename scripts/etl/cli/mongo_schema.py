@@ -1,4 +1,4 @@
-"""The command line of etl.stages.mongo_schema: mongoDB validators and indexes, derived from the canonical schemas."""
+"""`etl mongo-schema`: validators and indexes from the canonical schemas (etl.stages.mongo_schema)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The command line of etl.stages.push: `etl push`: upload the transformed export to s3://$S3_BUCKET/$S3_PREFIX<db>/<version>/."""
+"""`etl push`: the export to S3 (etl.stages.push)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The command line of etl.stages.restore: stage 2: restore the acquired dump into LOCAL_PG_DB."""
+"""`etl restore`: the current dump into LOCAL_PG_DB (etl.stages.restore)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The command line of etl.stages.rollback: `etl list-versions` and `etl rollback`: put a backed-up version of a database back."""
+"""`etl list-versions` and `etl rollback`: backup versions, and putting one back (etl.stages.rollback)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The command line of etl.run.master: `etl run` (= `make all`): the master run."""
+"""`etl run` (= `make all`): the master run (etl.run.master)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The command line of etl.stages.sample: `etl sample`: a synthetic `media_tool` database, written as a pg_dump custom-format file."""
+"""`etl sample`: the synthetic media_tool sample dump, uploaded to S3 on request (etl.stages.sample)."""
 
 from __future__ import annotations
 

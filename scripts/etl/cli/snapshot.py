@@ -1,4 +1,4 @@
-"""The command line of etl.stages.snapshot: `etl snapshot`: the restored database's schema as canonical JSON with a content hash."""
+"""`etl snapshot`: the restored database's schema (etl.stages.snapshot)."""
 
 from __future__ import annotations
 

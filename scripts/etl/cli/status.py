@@ -1,4 +1,4 @@
-"""The command line of etl.run.status: `etl status` (make status): where the configured database stands."""
+"""`etl status`: where the configured database stands (etl.run.status)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The command line of etl.stages.transform: `etl transform`: PostgreSQL rows -> BSON documents in `data/transformed/<db>/` (mongodump layout)."""
+"""`etl transform`: PostgreSQL rows into BSON documents (etl.stages.transform)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The command line of etl.stages.validate: `etl validate`: does what MongoDB holds match what the transform produced?"""
+"""`etl validate`: does MongoDB hold what the transform produced (etl.stages.validate)."""
 
 from __future__ import annotations
 

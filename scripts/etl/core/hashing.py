@@ -1,4 +1,4 @@
-"""etl.core.hashing"""
+"""Content hashes of JSON-like data: sha256 of one canonical spelling (sorted keys)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""etl.core.names"""
+"""Names the pipeline checks before it uses them: MongoDB database names."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""etl.core.redact"""
+"""Secrets out of every text the pipeline writes: configured passwords, and any password inside
+a URI or a key=value DSN, become ***.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""etl.core.runs"""
+"""The run a process belongs to: `etl run` exports its id (and its log file) to the stages it
+starts; the id becomes a file name, so it is checked before any use.
+"""
 
 from __future__ import annotations
 

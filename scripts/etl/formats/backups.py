@@ -1,4 +1,7 @@
-"""etl.formats.backups"""
+"""The backup store: `backups/<db>/<YYYY-MM-DD-NNN>/`, one folder per version in the mongodump
+layout. Version names, their listing, the claiming of the next number, retention, and
+reading a version back checked against its manifest.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""etl.formats.canonical"""
+"""`schemas/collections/`: the canonical schema of each collection and `index.json` (their hashes
+and the mapping's), written only where the content changed, read back for generate,
+mongo-schema and the transform.
+"""
 
 from __future__ import annotations
 

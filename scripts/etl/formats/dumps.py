@@ -1,4 +1,6 @@
-"""etl.formats.dumps"""
+"""`data/dumps/current.json`: the pointer to the dump in use (file, sha256, size, source, key),
+rewritten only when a different dump arrives.
+"""
 
 from __future__ import annotations
 

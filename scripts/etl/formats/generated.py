@@ -1,4 +1,6 @@
-"""etl.formats.generated"""
+"""What `generated/` was made from: the marker file (`generated/.canonical-hash`) and the
+versions of the generators, so a change of either makes the artifacts stale.
+"""
 
 from __future__ import annotations
 

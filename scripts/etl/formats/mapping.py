@@ -1,4 +1,4 @@
-"""etl.formats.mapping"""
+"""`schemas/mapping.json`: the mapping the canonical stage writes and the transform reads."""
 
 from __future__ import annotations
 

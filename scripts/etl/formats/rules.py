@@ -1,4 +1,6 @@
-"""etl.formats.rules"""
+"""`schemas/rules.yaml`: read, checked against its JSON Schema (formats/schemas/rules.schema.json)
+with the line of each error.
+"""
 
 from __future__ import annotations
 

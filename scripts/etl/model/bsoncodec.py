@@ -1,4 +1,7 @@
-"""etl.model.bsoncodec"""
+"""The one BSON codec of the pipeline: tz-aware UTC datetimes, standard UUIDs, and dates outside
+Python's range (BC, year > 9999) as DatetimeMS instead of a failed read; the raw variant
+hands documents over undecoded.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""etl.model.canonical"""
+"""Canonical schemas: one JSON Schema (draft 2020-12) per collection, describing its documents
+in their JSON form, built from the mapping alone (pure; etl.formats.canonical writes them).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""etl.model.contract_template"""
+"""The pytest module `etl generate` writes per collection (generated/tests/test_<slug>.py): its
+template and rendering. The checks it calls live in etl.stages.contract.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""etl.model.jsonview"""
+"""Documents in the JSON form the canonical schemas describe, and the check of a canonical schema
+on them (docs/mapping-and-rules.md): what validation and the contract tests compare.
+"""
 
 from __future__ import annotations
 

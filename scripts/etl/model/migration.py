@@ -1,4 +1,6 @@
-"""etl.model.migration"""
+"""One statement of a migration script (etl.formats.migration is the file, etl.model.plan
+builds the statements, etl.adapters.mongodb.migrations runs them).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""etl.model.references"""
+"""References between collections, from the accepted snapshot's foreign keys as the mapping
+names their fields: what validation checks for orphans.
+"""
 
 from __future__ import annotations
 

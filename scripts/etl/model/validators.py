@@ -1,4 +1,9 @@
-"""etl.model.validators"""
+"""MongoDB `$jsonSchema` validators from canonical schemas.
+
+`validator_for(schema)` turns a canonical schema (draft 2020-12, JSON representation, with
+`x-bsonType` hints) into MongoDB's dialect: `bsonType` instead of `type`, no `$ref`, no
+`format`, draft-4 exclusive bounds. `validation_options(strict)` is the level and action.
+"""
 
 from __future__ import annotations
 
