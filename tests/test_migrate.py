@@ -193,3 +193,26 @@ def test_migrate_command(db, tmp_path, monkeypatch, mongo_db):
     broken = runner.invoke(cli, ["migrate"])
     assert broken.exit_code == 1
     assert broken.output.strip().splitlines()[-1].startswith("Error: 2026-11-28-00-00-00.js:2: expected")
+
+
+@pytest.mark.parametrize("text", ["a / b", "a / c", "a / 10 * 3", "(a + b) * 2 - c", "coalesce(n, a) / 4", "abs(-a) % b",
+                                  "round(a / 3, 2)"])
+def test_a_backfill_computes_on_the_server_what_the_transform_computes(db, text):
+    """One expression language, two places it runs: the transform in Python (etl.model.expr)
+    and a migration's backfill on the server (expr.to_aggregation). Same row, same value."""
+    from decimal import Decimal
+
+    from etl.model import expr
+
+    row = {"a": 7, "b": 2, "c": 0, "n": None}
+    db.rows.insert_one({"_id": 1, **row})
+    pipeline = expr.to_aggregation(text, {k: k for k in row})
+    assert pipeline is not None
+    db.rows.update_many({}, [{"$set": {"out": pipeline}}])
+    got = db.rows.find_one({"_id": 1})["out"]
+    try:
+        want = expr.evaluate(text, row)
+    except expr.DivisionByZero:
+        want = None  # the calculated fields' default on_error: null
+    got = got.to_decimal() if isinstance(got, Decimal128) else got
+    assert (got is None and want is None) or Decimal(str(got)) == Decimal(str(want)), (text, got, want)

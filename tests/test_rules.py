@@ -10,7 +10,8 @@ import pytest
 from etl.model import expr
 from etl.core.errors import RulesError
 from etl.model.mapping import build_mapping
-from etl.model.rules import evaluate, round_value, rules_touching
+from etl.model.rules import evaluate, rules_touching
+from etl.model.rounding import round_value
 from etl.formats.rules import load_rules, validate_rules
 from etl.stages.snapshot import take_snapshot
 

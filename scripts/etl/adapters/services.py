@@ -52,6 +52,37 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.1) -> N
     raise ServiceError(f"{what} did not come up within {timeout:.0f}s")
 
 
+def pid_alive(pidfile: Path) -> int | None:
+    """The pid a service wrote into `pidfile`, while that process lives. A child of this
+    process that exited is reaped first: a zombie still answers kill(pid, 0)."""
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return None
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return None
+    return pid
+
+
+def stop_process_group(pidfile: Path, what: str, timeout: float) -> None:
+    """SIGTERM the service's process group, SIGKILL it after `timeout`, forget its pidfile."""
+    pid = pid_alive(pidfile)
+    if pid is not None:
+        os.killpg(pid, signal.SIGTERM)
+        try:
+            wait_until(lambda: pid_alive(pidfile) is None, timeout, f"{what} shutdown")
+        except ServiceError:
+            os.killpg(pid, signal.SIGKILL)
+    pidfile.unlink(missing_ok=True)
+
+
 def pg_bindir() -> Path:
     """PG_BINDIR, else `pg_config --bindir`, else the newest /usr/lib/postgresql/*/bin."""
     if os.environ.get("PG_BINDIR"):
@@ -183,22 +214,7 @@ class MotoServer:
         return f"http://127.0.0.1:{self.port}"
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pidfile.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        try:
-            # When this process started the server, reap it if it exited: a zombie still
-            # answers kill(pid, 0).
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return None
-        except ChildProcessError:
-            pass
-        try:
-            os.kill(pid, 0)
-            return pid
-        except OSError:
-            return None
+        return pid_alive(self.pidfile)
 
     def _answers(self) -> bool:
         try:
@@ -230,15 +246,7 @@ class MotoServer:
             raise
 
     def stop(self) -> None:
-        pid = self.pid()
-        if pid is None:
-            return
-        os.killpg(pid, signal.SIGTERM)
-        try:
-            wait_until(lambda: self.pid() is None, 10, "moto shutdown")
-        except ServiceError:
-            os.killpg(pid, signal.SIGKILL)
-        self.pidfile.unlink(missing_ok=True)
+        stop_process_group(self.pidfile, "moto", 10)
 
 
 @dataclass
@@ -271,20 +279,7 @@ class MongoServer:
         return f"mongodb://127.0.0.1:{self.port}/"
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pidfile.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child that exited
-                return None
-        except ChildProcessError:
-            pass
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return None
-        return pid
+        return pid_alive(self.pidfile)
 
     def answers(self) -> bool:
         """The server completes a MongoDB handshake (not just an open port)."""
@@ -338,16 +333,7 @@ class MongoServer:
             raise
 
     def stop(self) -> None:
-        pid = self.pid()
-        if pid is None:
-            self.pidfile.unlink(missing_ok=True)
-            return
-        os.killpg(pid, signal.SIGTERM)
-        try:
-            wait_until(lambda: self.pid() is None, 30, "MongoDB server shutdown")
-        except ServiceError:
-            os.killpg(pid, signal.SIGKILL)
-        self.pidfile.unlink(missing_ok=True)
+        stop_process_group(self.pidfile, "MongoDB server", 30)
 
     def destroy(self) -> None:
         self.stop()

@@ -23,6 +23,8 @@ import operator
 from decimal import Decimal
 from typing import Any, Callable, Mapping
 
+from etl.model.rounding import round_value
+
 Row = Mapping[str, Any]
 _Fn = Callable[[Row], Any]
 
@@ -90,11 +92,10 @@ _CMPOPS: dict[type, Callable[[Any, Any], bool]] = {
 
 
 def _round(value: Any, places: Any = 0) -> Any:
+    """round(x, n) in an expression: half to even, the rules' default mode."""
     if value is None:
         return None
-    if isinstance(value, Decimal):
-        return value.quantize(Decimal(1).scaleb(-int(places)), rounding=decimal.ROUND_HALF_EVEN)
-    return round(value, int(places))
+    return round_value(value, int(places), "half_even")
 
 
 def _coalesce(*values: Any) -> Any:
@@ -136,6 +137,7 @@ class Expression:
         except SyntaxError as exc:
             raise ExpressionError(f"does not parse at column {exc.offset or 0}: {text.strip()!r}") from None
         self.text = text
+        self.tree = tree.body  # checked by _compile below: only the language's nodes
         self.names: set[str] = set()
         # Columns used directly as operands of arithmetic: they must be numeric, which the
         # mapping checks against the schema so a type change that breaks a rule is caught.
@@ -264,6 +266,57 @@ def _compare(first: _Fn, rest: list[tuple[Callable[[Any, Any], bool], _Fn]], row
 def parse(text: str) -> Expression:
     """The compiled expression for `text` (cached: the transform evaluates it per row)."""
     return Expression(text)
+
+
+_AGGREGATION_OPS = {ast.Add: "$add", ast.Sub: "$subtract", ast.Mult: "$multiply", ast.Mod: "$mod"}
+
+
+def to_aggregation(text: str, field_of: Mapping[str, str]) -> Any | None:
+    """The expression as a MongoDB aggregation expression over documents whose fields
+    `field_of` names (column -> field), with the language's own semantics: null propagates (as
+    MongoDB's arithmetic does), `/` is exact (both sides as Decimal128, as the transform
+    computes it) and a division by zero gives null (the calculated fields' default on_error).
+    None when it uses something with no direct counterpart (comparisons, conditions, `//`,
+    min/max): the caller says so instead of guessing."""
+    tree = parse(text).tree
+
+    def conv(node: ast.AST) -> Any:
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, str) and node.value.startswith("$"):
+                return {"$literal": node.value}
+            return node.value
+        if isinstance(node, ast.Name):
+            if node.id in ("null", "None"):
+                return None
+            if node.id in ("true", "True", "false", "False"):
+                return node.id.lower() == "true"
+            if node.id not in field_of:
+                raise LookupError(node.id)
+            return "$" + field_of[node.id]
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            left, right = conv(node.left), conv(node.right)
+            return {"$cond": [{"$eq": [right, 0]}, None,
+                              {"$divide": [{"$toDecimal": left}, {"$toDecimal": right}]}]}
+        if isinstance(node, ast.BinOp) and type(node.op) in _AGGREGATION_OPS:
+            return {_AGGREGATION_OPS[type(node.op)]: [conv(node.left), conv(node.right)]}
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return {"$multiply": [-1, conv(node.operand)]}
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd):
+            return conv(node.operand)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            args = [conv(a) for a in node.args]
+            if node.func.id == "coalesce":
+                return {"$ifNull": args} if len(args) > 1 else args[0]
+            if node.func.id == "abs":
+                return {"$abs": args[0]}
+            if node.func.id == "round":
+                return {"$round": args if len(args) == 2 else [args[0], 0]}
+        raise LookupError(type(node).__name__)
+
+    try:
+        return conv(tree)
+    except LookupError:
+        return None
 
 
 def names_in(text: str) -> set[str]:

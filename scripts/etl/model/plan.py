@@ -10,7 +10,6 @@ pipeline will actually do.
 
 from __future__ import annotations
 
-import ast
 import datetime as dt
 import json
 import logging
@@ -21,6 +20,7 @@ from typing import Any, Callable
 from bson import Decimal128, Int64
 
 from etl.core.errors import DecisionError, RulesError
+from etl.model import expr
 from etl.model.artifacts import Collection
 from etl.model.canonical import field_schema
 from etl.model.mapping import build_mapping, collection_name, stored_bson
@@ -107,48 +107,13 @@ def coerce_default(value: Any, bson: str) -> Any:
     return value
 
 
-_BINOPS = {ast.Add: "$add", ast.Sub: "$subtract", ast.Mult: "$multiply", ast.Div: "$divide",
-           ast.Mod: "$mod"}
-
-
 def backfill_expression(text: str, field_of: dict[str, str]) -> Any | None:
-    """An etl.expr expression as a MongoDB aggregation expression, or None when it uses
-    something the server has no direct counterpart for. `field_of` maps column -> field."""
+    """An etl.model.expr expression as a MongoDB aggregation expression (the language's one
+    compiler, expr.to_aggregation), or None when the server has no direct counterpart or the
+    expression is not in the language. `field_of` maps column -> field."""
     try:
-        tree = ast.parse(text, mode="eval").body
-    except SyntaxError:
-        return None
-
-    def conv(node: ast.AST) -> Any:
-        if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, (int, float, str, bool))):
-            if isinstance(node.value, str) and node.value.startswith("$"):
-                return {"$literal": node.value}
-            return node.value
-        if isinstance(node, ast.Name):
-            if node.id in ("null", "None"):
-                return None
-            if node.id in ("true", "True", "false", "False"):
-                return node.id.lower() == "true"
-            if node.id not in field_of:
-                raise LookupError(node.id)
-            return "$" + field_of[node.id]
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            return {_BINOPS[type(node.op)]: [conv(node.left), conv(node.right)]}
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            return {"$multiply": [-1, conv(node.operand)]}
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
-            args = [conv(a) for a in node.args]
-            if node.func.id == "coalesce" and args:
-                return {"$ifNull": args} if len(args) > 1 else args[0]
-            if node.func.id == "abs" and len(args) == 1:
-                return {"$abs": args[0]}
-            if node.func.id == "round" and len(args) in (1, 2):
-                return {"$round": args if len(args) == 2 else [args[0], 0]}
-        raise LookupError(type(node).__name__)
-
-    try:
-        return conv(tree)
-    except LookupError:
+        return expr.to_aggregation(text, field_of)
+    except expr.ExpressionError:
         return None
 
 

@@ -16,7 +16,7 @@ from bson.datetime_ms import DatetimeMS
 from bson.decimal128 import Decimal128, create_decimal128_context
 from bson.int64 import Int64
 
-from etl.model.rules import round_value
+from etl.model.rounding import round_value
 
 _DEC_CTX = create_decimal128_context()
 
