@@ -21,6 +21,7 @@ from etl.errors import EXIT_ERROR, DatabaseError, EtlError
 # broken stage does not take the others down.
 COMMANDS: dict[str, str] = {
     "config": "etl.cli_config:config_cmd",
+    "init": "etl.init:init_cmd",
     "services": "etl.cli_services:services",
     "sample": "etl.sample:sample_cmd",
     "acquire": "etl.acquire:acquire_cmd",

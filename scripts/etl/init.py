@@ -1,0 +1,185 @@
+"""`etl init` (`make init`): set the pipeline up for the database LOCAL_PG_* and the source point at.
+
+The tracked state in this tree is the sample's: its accepted schema, its rules, its decisions,
+its canonical schemas and the artifacts made from them. Pointed at another database, the first
+run would report the sample's tables as dropped. `etl init` starts over instead: it removes the
+accepted snapshot and everything derived from it (snapshots, canonical schemas, the mapping,
+generated artifacts, the working files under data/ and Make's stamps) and writes empty rules
+and an empty decisions file. The next `make all` then takes the database's schema as its
+initial state, accepts it as the baseline and loads it.
+
+Backups, logs, reports, the settings files and the local services' data stay; MongoDB is not
+touched. It says what it will remove and asks; without a terminal it needs `--yes`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from etl.cli import config_options
+from etl.config import Config, mask_uri
+from etl.errors import EtlError
+from etl.paths import paths
+
+EMPTY_RULES = """\
+# Business rules, applied on top of the default type mapping (docs/mapping-and-rules.md);
+# checked against scripts/etl/schemas/rules.schema.json by `etl canonical`. Written empty by
+# `etl init`: every table maps by the default rules until rules are added here.
+version: 1
+"""
+
+# Under data/, the sample's own build output is not state of the pipeline (`etl sample` reuses
+# it); everything else there is.
+_DATA_KEPT = ("sample",)
+
+
+class InitRefused(EtlError):
+    """`etl init` was not confirmed: nothing was changed."""
+
+
+@dataclass
+class InitPlan:
+    """What `etl init` does in a project: paths removed, files written empty, what stays."""
+
+    remove: list[Path] = field(default_factory=list)
+    reset: dict[Path, str] = field(default_factory=dict)
+    keep: list[str] = field(default_factory=list)
+
+    @property
+    def changes_anything(self) -> bool:
+        return bool(self.remove) or any(not p.is_file() or p.read_text(encoding="utf-8") != text
+                                        for p, text in self.reset.items())
+
+
+def empty_decisions() -> str:
+    from etl.decisions import HEADER
+
+    return HEADER + "format_version: 1\ndecisions: {}\n"
+
+
+def plan_init() -> InitPlan:
+    """The plan for the project at paths.root (nothing is touched)."""
+    from etl.generate import MARKER, OWNED_DIRS
+
+    root, schemas = paths.root, paths.schemas
+    candidates = [schemas / "accepted.json", paths.snapshots, schemas / "collections", schemas / "mapping.json"]
+    candidates += [paths.generated / d for d in OWNED_DIRS]
+    candidates += [paths.generated / "openapi.yaml", paths.generated / MARKER]
+    if paths.data.is_dir():
+        candidates += sorted(p for p in paths.data.iterdir() if p.name not in _DATA_KEPT)
+    candidates.append(paths.make_stamps)
+    plan = InitPlan(remove=[p for p in candidates if p.exists() or p.is_symlink()])
+    plan.reset = {schemas / "rules.yaml": EMPTY_RULES, schemas / "decisions.yaml": empty_decisions()}
+    plan.keep = [name for name in ("backups/", "logs/", "reports/", "pipeline.env", "pipeline.local.env")
+                 if (root / name.rstrip("/")).exists()]
+    return plan
+
+
+def _count(path: Path) -> str:
+    if path.is_dir() and not path.is_symlink():
+        n = sum(1 for p in path.rglob("*") if p.is_file())
+        return f"{n} file{'s' if n != 1 else ''}"
+    if path.name == "accepted.json":
+        try:
+            snap = json.loads(path.read_text(encoding="utf-8"))
+            return f"the accepted schema of {snap.get('database')}: {len(snap.get('tables') or {})} tables"
+        except (OSError, ValueError, AttributeError):
+            return "the accepted schema"
+    return ""
+
+
+def source_text(cfg: Config) -> str:
+    """Where the next run's dump comes from, in words (no secrets)."""
+    source = cfg["ETL_SOURCE"]
+    if source == "s3":
+        return f"the newest dump under s3://{cfg['S3_BUCKET']}/{cfg['S3_PREFIX']}"
+    if source == "direct":
+        return f"pg_dump of {mask_uri(cfg.raw['PROD_PG_DSN'] or '(PROD_PG_DSN is not set)')}"
+    if source == "file":
+        return f"the dump {cfg['ETL_DUMP_FILE'] or '(DUMP=path is not set)'}"
+    return "as it is (SOURCE=local)"
+
+
+def describe(plan: InitPlan, cfg: Config) -> str:
+    """What `etl init` is about to do, in the order it matters to the reader."""
+    root = paths.root
+    lines = [f"etl init sets the pipeline up for PostgreSQL database {cfg['LOCAL_PG_DB']} at "
+             f"{cfg['LOCAL_PG_HOST']}:{cfg['LOCAL_PG_PORT']},",
+             f"filled from {source_text(cfg)}, loaded into MongoDB database {cfg['MONGO_DB_NAME']}."]
+    if plan.remove:
+        lines.append("It removes:")
+        width = max(len(str(p.relative_to(root))) + (1 if p.is_dir() else 0) for p in plan.remove) + 2
+        for p in plan.remove:
+            name = str(p.relative_to(root)) + ("/" if p.is_dir() else "")
+            lines.append(f"  {name:<{width}}{_count(p)}".rstrip())
+    else:
+        lines.append("There is no accepted schema or derived state to remove.")
+    lines.append("It writes empty:")
+    for p in plan.reset:
+        what = "no rules: the default mapping" if p.name == "rules.yaml" else "no decisions"
+        lines.append(f"  {str(p.relative_to(root)):<28}{what}")
+    kept = ", ".join(plan.keep)
+    lines.append(f"It keeps {kept + ' and ' if kept else ''}the local services' data (.run/); "
+                 "MongoDB is not touched.")
+    lines.append("Then `make all` accepts the database's schema as the baseline and loads it.")
+    return "\n".join(lines)
+
+
+def apply(plan: InitPlan) -> None:
+    """Carry the plan out, holding the run lock (a running pipeline is not pulled from under)."""
+    from etl import lock
+    from etl.fsutil import write_atomic
+
+    with lock.acquire():
+        for p in plan.remove:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+        for p, text in plan.reset.items():
+            p.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(p, text)
+
+
+def _at_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
+@click.command("init")
+@click.option("--yes", is_flag=True, help="Do not ask (for scripts): remove and reset right away.")
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed and reset.")
+@config_options
+def init_cmd(cfg: Config, yes: bool, dry_run: bool) -> None:
+    """Set the pipeline up for the database LOCAL_PG_* and the source point at.
+
+    Removes the accepted schema and everything derived from it (snapshots, canonical schemas,
+    mapping, generated artifacts, data/, .make/) and writes empty rules and decisions, after
+    saying so and asking; the next `make all` accepts the database's schema as the baseline
+    and loads it. Backups, logs, reports and settings stay; MongoDB is not touched. Without a
+    terminal it needs --yes (exit 1 otherwise, nothing changed).
+
+    Example: LOCAL_PG_DB=crm etl init --yes && make all SOURCE=local
+    """
+    plan = plan_init()
+    click.echo(describe(plan, cfg))
+    if dry_run:
+        click.echo("Dry run: nothing was changed.")
+        return
+    if not plan.changes_anything:
+        click.echo("Already set up: nothing to change.")
+        return
+    if not yes:
+        if not _at_terminal():
+            raise InitRefused("etl init removes the accepted schema and the state derived from it; "
+                              "nothing was changed", hint="confirm at a terminal, or pass --yes (make init YES=1)")
+        if not click.confirm("Remove and reset these?", default=False):
+            click.echo("Nothing was changed.")
+            return
+    apply(plan)
+    click.echo(f"Done: {len(plan.remove)} removed, rules and decisions empty. Next: `make all`.")
