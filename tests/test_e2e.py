@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -88,6 +89,10 @@ def test_sample_from_s3_end_to_end_then_nothing_to_do(tree, pg):
     assert len(source) >= 10
     counts = mongo_counts(env)
     assert {name: counts.get(name) for name in source} == source
+    # The exported documents pass every artifact's contract test: exists, JSON Schema, Pydantic,
+    # Zod, TypeScript (tsc --noEmit --strict), validator and indexes, for each collection.
+    contract = re.search(r"^(\d+) passed in .*\nContract tests passed", first.stdout, re.M)
+    assert contract and int(contract[1]) == 7 * len(source), first.stdout[-3000:]
 
     second = make(root, env, "all")
     assert second.returncode == 0, second.stderr[-3000:]
