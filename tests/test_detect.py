@@ -300,8 +300,8 @@ def test_detect_reports_what_it_folded_and_suppressed(pg, project, monkeypatch, 
     assert sorted(f["name"] for f in rename["folded"]) == ["teams_org_idx", "teams_org_ref_fkey"]
     [refuted] = doc["changes"][1]["details"]["not_a_rename"]
     assert refuted["column"] == "head_count" and refuted["evidence"]["data"]["equal"] == 0
-    assert ("Precision: 3 changes reported; 4 changes folded into the change they follow (4 follows a column "
-            "rename); 1 rename candidate not proposed (1 rename refuted by the data in MongoDB).") in result.output
+    assert ("Precision: 3 changes reported; 4 changes folded into the change they follow (follows a column "
+            "rename: 4); 1 rename candidate not proposed (rename refuted by the data in MongoDB: 1).") in result.output
     assert "folded in (2, not reported again): foreign key teams_org_ref_fkey, index teams_org_idx" in result.output
     assert "not a rename: head_count (refuted by the data: 0 of 6 values equal in MongoDB teams)" in result.output
     [record] = sorted((project / "data" / "changes").glob("*.md"))[-1:]

@@ -402,7 +402,7 @@ def precision_line(report: dict[str, Any]) -> str:
     p = report.get("precision") or precision(report["changes"])
 
     def reasons(by: dict[str, int]) -> str:
-        return "; ".join(f"{n} {reason}" for reason, n in by.items())
+        return "; ".join(f"{reason}: {n}" for reason, n in by.items())
 
     def many(n: int, word: str) -> str:
         return f"{n} {word}" + ("" if n == 1 else "s")

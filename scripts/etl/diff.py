@@ -245,6 +245,8 @@ EVIDENCE_MIN_COMPARED = 3  # documents found in PostgreSQL before the data may d
 EVIDENCE_REFUTES_BELOW = 0.1  # share of equal values under which a rename is refuted
 EVIDENCE_SUPPORTS_FROM = 0.5  # share of equal values from which it is supported
 _STRUCTURE = ("nullable", "default", "position", "references")
+_STRUCTURE_WORDS = {"nullable": "nullability", "default": "default", "position": "position",
+                    "references": "references"}
 
 
 def data_verdict(data: dict[str, Any] | None) -> str | None:
@@ -310,7 +312,7 @@ def _judge(differences: list[str], data: dict[str, Any] | None) -> tuple[bool, s
                        f"equal in MongoDB {data.get('collection')}"), "data evidence"
     limit = RENAME_MAX_DIFFERENCES_WITH_DATA if verdict == "supports" else RENAME_MAX_DIFFERENCES
     if len(differences) > limit:
-        return False, f"{_words(differences)} differ", "structure"
+        return False, f"{_words([_STRUCTURE_WORDS[d] for d in differences])} differ", "structure"
     return True, None, None
 
 
