@@ -149,6 +149,9 @@ sample-changed: $(BOOT) ## Upload the sample after a schema release; the next `m
 
 ## ---- operations -----------------------------------------------------------------------
 
+init: $(BOOT) ## Start over for the database LOCAL_PG_*/SOURCE point at: no accepted schema, empty rules and decisions (YES=1: no question)
+	@$(ETL) init $(if $(filter 1 yes true,$(YES)),--yes)
+
 backup: $(BOOT) ## Back up DB's collections now (backups/<db>/<version>/)
 	@$(ETL) backup --db $(DB)
 
@@ -218,5 +221,5 @@ help: ## This list
 
 FORCE:
 .PHONY: all demo pipeline acquire restore snapshot decide canonical generate mongo-schema transform \
-	load validate test-data push detect backup list-versions rollback migrate status compare config services-up \
+	load validate test-data push detect init backup list-versions rollback migrate status compare config services-up \
 	services-down services-status sample sample-changed test bench node-deps mongo-deps clean help FORCE

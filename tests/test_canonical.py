@@ -270,7 +270,8 @@ def test_canonical_command_malformed_decisions_is_one_line(root):
 def test_committed_canonical_schemas_and_mapping_are_current(tmp_path):
     """schemas/collections/ and schemas/mapping.json are what the tracked accepted snapshot,
     rules and decisions make today: nobody edited them by hand, nobody forgot to rerun."""
-    from etl.stages.canonical import load_accepted, load_decisions
+    from etl.formats.decisions import decisions_data
+    from etl.stages.canonical import load_accepted
     from etl.formats.canonical import write_canonical
     from etl.model.mapping import build_mapping
     from etl.core.paths import SOURCE_ROOT
@@ -280,7 +281,7 @@ def test_committed_canonical_schemas_and_mapping_are_current(tmp_path):
     if not (schemas / "accepted.json").is_file():
         pytest.skip("no accepted snapshot is tracked")
     mapping = build_mapping(load_accepted(schemas / "accepted.json"), load_rules(schemas / "rules.yaml"),
-                            load_decisions(schemas / "decisions.yaml"))
+                            decisions_data(schemas / "decisions.yaml"))
     fresh = tmp_path / "collections"
     write_canonical(mapping, fresh, tmp_path / "mapping.json")
     committed = {p.name: p.read_bytes() for p in (schemas / "collections").glob("*.json")}

@@ -72,7 +72,8 @@ def run_test_data(*args: str):
 def test_conforming_data_passes(target):
     result = run_test_data()
     assert result.exit_code == 0, result.output
-    assert re.search(r"^15 passed in ", result.output, re.M), result.output
+    # 3 collections × (exists, JSON Schema, Pydantic, Zod, TypeScript, validator, indexes)
+    assert re.search(r"^21 passed in ", result.output, re.M), result.output
     assert result.output.rstrip().endswith("Contract tests passed for database " + target[1].name + ".")
 
 
@@ -83,10 +84,14 @@ def test_a_document_that_breaks_the_schema_fails_with_exit_4(target):
     result = run_test_data()
     assert result.exit_code == 4, result.output
     assert "_id=99: status:" in result.output
-    assert "test_documents_match_canonical_schema" in result.output
-    assert "test_documents_match_model" in result.output
+    for test in ("canonical_schema", "model", "zod", "compile_as_typescript"):
+        assert f"test_campaigns.py::test_documents_{'match_' if test != 'compile_as_typescript' else ''}{test}" \
+            in result.output, test
+    assert "1 Zod validation errors:" in result.output and "_id=99: status: Invalid option" in result.output
+    assert "1 TypeScript errors (tsc --noEmit --strict):" in result.output
+    assert "_id=99: TS2322: Type '\"deleted\"' is not assignable" in result.output
     assert result.output.rstrip().splitlines()[-1].startswith(
-        f"Error: contract tests failed for database {db.name}: 2 failed")
+        f"Error: contract tests failed for database {db.name}: 4 failed")
 
 
 def test_a_missing_or_extra_index_fails(target):
@@ -111,7 +116,7 @@ def test_validators_are_checked(target):
     _, db = target
     result = run_test_data("-k", "validator")
     assert result.exit_code == 0, result.output
-    assert re.search(r"^3 passed, 12 deselected in ", result.output, re.M), result.output
+    assert re.search(r"^3 passed, 18 deselected in ", result.output, re.M), result.output
 
 
 def test_a_validator_that_drifted_from_the_schema_fails(target):
@@ -321,3 +326,57 @@ def test_zod_accepts_exported_documents_and_rejects_a_broken_one(loaded, project
     results = json.loads(out.stdout)["results"][0]
     assert [r["ok"] for r in results] == [True, False], results
     assert any(issue.startswith("m:") for issue in results[1]["issues"])
+
+
+# ---------------------------------------------------------------- Zod and TypeScript on documents
+
+
+class SampledTarget(contract.Target):
+    """A Target whose sample is given (no MongoDB): what NodeChecks reads from a real one."""
+
+    def __init__(self, generated, name, docs, db_name):
+        c = gen.Collection(name, {}, "")
+        super().__init__(name, c.slug, c.type_name, generated, type("Db", (), {"name": db_name})(), len(docs))
+        self._sample = docs
+
+
+def test_zod_and_typescript_accept_what_the_pipeline_stores(tmp_path):
+    """UUIDs without RFC version bits (md5-derived, as the sample's), an archived column's
+    string values and json values of every shape: the canonical schema accepts them, so must
+    the generated Zod schema and TypeScript type (the Zod/TypeScript contract tests)."""
+    from etl.formats.canonical import write_canonical
+    from etl.model.mapping import build_mapping
+    from test_diff import col, snap, table
+
+    snapshot = snap(table("public.members", col("id", "uuid", 1, False), col("email", "text", 2, False),
+                          col("prefs", "jsonb", 3), col("referrer", "uuid", 4)))
+    decisions = {"decisions": {"c-000000000001": {"kind": "column_removed", "table": "public.members",
+                                                  "column": "legacy_code", "action": "archive"}}}
+    write_canonical(build_mapping(snapshot, None, decisions), tmp_path / "schemas" / "collections",
+                    tmp_path / "schemas" / "mapping.json")
+    generated = tmp_path / "generated"
+    gen.generate(tmp_path / "schemas" / "collections", generated)
+    assert "z.guid()" in (generated / "zod" / "members.ts").read_text()
+
+    md5_uuid = "0cc175b9-c0f1-b6a8-31c3-99e269772661"  # md5('a'): version nibble b, no RFC variant
+    good = [{"_id": md5_uuid, "email": "a@example.org", "prefs": {"news": True}, "referrer": None,
+             "legacy_code__archived": "A-17"},
+            {"_id": str(uuid.uuid4()), "email": "b@example.org", "prefs": [1, "two"], "referrer": md5_uuid},
+            {"_id": "00000000-0000-0000-0000-000000000000", "email": "c@example.org", "prefs": "plain",
+             "referrer": None, "legacy_code__archived": 42}]
+    assert contract.schema_failures(json.loads((generated / "jsonschema" / "members.schema.json").read_text()),
+                                    good) == []
+    accepted = SampledTarget(generated, "members", good, "good")
+    assert contract.zod_failures(accepted) == []
+    assert contract.typescript_failures(accepted) == []
+
+    other = "11111111-2222-3333-4444-555555555555"
+    bad = [{"_id": "not-a-uuid", "email": "d@example.org", "prefs": None, "referrer": None},
+           {"_id": md5_uuid, "email": None, "prefs": None, "referrer": None},
+           {"_id": other, "email": "e@example.org", "prefs": None, "referrer": None, "extra": 1}]
+    rejected = SampledTarget(generated, "members", bad, "bad")
+    zod = contract.zod_failures(rejected)
+    assert [f.split(":")[0] for f in zod] == ["_id=not-a-uuid", f"_id={md5_uuid}", f"_id={other}"], zod
+    ts = contract.typescript_failures(rejected)
+    assert [f.split(":")[0] for f in ts] == [f"_id={md5_uuid}", f"_id={other}"], ts  # a string is a string to tsc
+    assert "TS2322: Type 'null' is not assignable to type 'string'" in ts[0] and "'\"extra\"' does not exist" in ts[1]

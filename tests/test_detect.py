@@ -246,6 +246,63 @@ def test_values_compare_alike_from_postgresql_and_mongodb():
              (dt.datetime(2026, 1, 2, 3, 4), dt.datetime(2026, 1, 2, 3, 4, tzinfo=utc)),
              (uid, Binary(uid.bytes, 4)), ([Decimal("1.0"), None], [Decimal128("1"), None]),
              ({"a": Decimal("2")}, {"a": 2})]
+    # PostgreSQL keeps microseconds, a BSON date milliseconds (the transform truncates)
+    pairs += [(dt.datetime(2026, 1, 2, 3, 4, 5, 678999, tzinfo=utc), dt.datetime(2026, 1, 2, 3, 4, 5, 678000)),
+              (dt.datetime(2026, 1, 2, 4, 4, 5, 1, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+               dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=utc))]
     for pg_value, mongo_value in pairs:
         assert _comparable(pg_value) == _comparable(mongo_value), (pg_value, mongo_value)
     assert _comparable(Decimal("10.5")) != _comparable("10.5")
+    assert _comparable(dt.datetime(2026, 1, 2, 3, 4, 5, 679000)) != _comparable(dt.datetime(2026, 1, 2, 3, 4, 5, 678000))
+
+
+PRECISION_SCHEMA = """
+CREATE TABLE orgs (id integer PRIMARY KEY, name text);
+INSERT INTO orgs SELECT i, 'org ' || i FROM generate_series(1, 3) i;
+CREATE TABLE teams (id integer PRIMARY KEY, org_ref integer REFERENCES orgs(id), legacy_size integer);
+CREATE INDEX teams_org_idx ON teams (org_ref);
+INSERT INTO teams SELECT i, 1 + i % 3, i * 10 FROM generate_series(1, 6) i;
+"""
+PRECISION_RELEASE = """
+ALTER TABLE teams RENAME COLUMN org_ref TO org_id;
+ALTER TABLE teams DROP COLUMN legacy_size;
+ALTER TABLE teams ADD COLUMN head_count integer;
+UPDATE teams SET head_count = id + 100;
+"""
+
+
+def test_detect_reports_what_it_folded_and_suppressed(pg, project, monkeypatch, mongo_db):
+    from etl.adapters.mongodb import connect
+
+    uri, dbname = mongo_db
+    monkeypatch.setenv("MONGO_URI", uri)
+    monkeypatch.setenv("MONGO_DB_NAME", dbname)
+    db = pg.create_db(sql=PRECISION_SCHEMA)
+    monkeypatch.setenv("LOCAL_PG_DB", db)
+    run("snapshot")
+    accept(project)
+    pg.execute(db, PRECISION_RELEASE)
+    run("snapshot")
+    # The previous load: teams as the default mapping writes them.
+    connect(uri)[dbname]["teams"].insert_many(
+        [{"_id": i, "org_ref": 1 + i % 3, "legacy_size": i * 10} for i in range(1, 7)])
+
+    result = run("detect", expect=0)
+    doc = latest(project)
+    assert [(c["kind"], c["column"]) for c in doc["changes"]] == [
+        ("column_renamed", "org_ref"), ("column_removed", "legacy_size"), ("column_added", "head_count")]
+    assert doc["precision"] == {
+        "reported": 3, "folded": 4, "suppressed": 1,
+        "folded_by_reason": {"follows a column rename": 4},
+        "suppressed_by_reason": {"rename refuted by the data in MongoDB": 1}}
+    rename = doc["changes"][0]["details"]
+    assert rename["evidence"]["data"]["equal"] == 6
+    assert sorted(f["name"] for f in rename["folded"]) == ["teams_org_idx", "teams_org_ref_fkey"]
+    [refuted] = doc["changes"][1]["details"]["not_a_rename"]
+    assert refuted["column"] == "head_count" and refuted["evidence"]["data"]["equal"] == 0
+    assert ("Precision: 3 changes reported; 4 changes folded into the change they follow (follows a column "
+            "rename: 4); 1 rename candidate not proposed (rename refuted by the data in MongoDB: 1).") in result.output
+    assert "folded in (2, not reported again): foreign key teams_org_ref_fkey, index teams_org_idx" in result.output
+    assert "not a rename: head_count (refuted by the data: 0 of 6 values equal in MongoDB teams)" in result.output
+    [record] = sorted((project / "data" / "changes").glob("*.md"))[-1:]
+    assert "Precision: 3 changes reported; 4 changes folded" in record.read_text()

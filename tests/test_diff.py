@@ -2,8 +2,11 @@
 
 Golden folders (tests/golden/<case>/before.sql, after.sql, expected.json) run on a throwaway
 real PostgreSQL, one database per side; the pure rules are also tested on hand-built
-snapshots. After an intended change of output, regenerate the goldens with
-`ETL_UPDATE_GOLDEN=1 pytest tests/test_diff.py` and review the diff of expected.json.
+snapshots. A folder whose options.json says `"evidence": true` also loads its `before` data
+into MongoDB through the real transform (with the folder's rules.yaml, if any), so that rename
+candidates are settled by data evidence exactly as `etl detect` does it. After an intended
+change of output, regenerate the goldens with `ETL_UPDATE_GOLDEN=1 pytest tests/test_diff.py`
+and review the diff of expected.json.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ from __future__ import annotations
 import copy
 import json
 import os
+import tempfile
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etl.model.diff import (IMPACT_ROWS, KINDS, change_id, classify, detect_changes, diff_snapshots, parse_type,
-                      type_change_direction, type_family, unknown_types)
+                      precision, type_change_direction, type_family, unknown_types)
 from etl.core.hashing import content_hash
 from etl.stages.snapshot import take_snapshot
 
@@ -34,19 +40,61 @@ SEED_MATRIX = {  # the seed's change impact matrix, transcribed
 
 
 # --- golden folders on a real PostgreSQL --------------------------------------------------
-def _golden_result(pg, case: str) -> dict:
+@contextmanager
+def _previous_load(pg, before: str, after: str, old: dict, new: dict, folder: Path, mongo_uri: str):
+    """Data evidence as `etl detect` gathers it: the `before` database transformed with the
+    mapping of its snapshot (and the folder's rules.yaml, if any) and loaded into MongoDB,
+    the way the previous night left it; `after` is the restored database it is looked up in."""
+    import bson
+    import psycopg
+    from bson.codec_options import CodecOptions
+    from bson.raw_bson import RawBSONDocument
+
+    from etl.stages.transform import fastpath
+    from etl.stages.detect import DataEvidence
+    from etl.model.mapping import build_mapping
+    from etl.adapters.mongodb import connect
+    from etl.formats.rules import load_rules
+    from etl.stages.transform import plan_collection, run_plan
+
+    mapping = build_mapping(old, load_rules(folder / "rules.yaml"))
+    client = connect(mongo_uri)
+    target = client[f"golden-{uuid.uuid4().hex[:8]}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, spec in mapping["collections"].items():
+            out = Path(tmp) / f"{name}.bson"
+            run_plan(pg.dsn(before), plan_collection(name, spec, mapping, fast=fastpath.available()), out,
+                     fast=fastpath.available())
+            docs = bson.decode_all(out.read_bytes(), CodecOptions(document_class=RawBSONDocument))
+            if docs:
+                target[name].insert_many(docs)
+    conn = psycopg.connect(pg.dsn(after), autocommit=True)
+    try:
+        yield DataEvidence(None, old, new, mapping, db=target, conn=conn)
+    finally:
+        conn.close()
+        client.drop_database(target.name)
+        client.close()
+
+
+def _golden_result(pg, case: str, request=None) -> dict:
     folder = GOLDEN / case
     options = json.loads((folder / "options.json").read_text()) if (folder / "options.json").exists() else {}
     before = pg.create_db(f"g_{case}_before", (folder / "before.sql").read_text(encoding="utf-8"))
     after = pg.create_db(f"g_{case}_after", (folder / "after.sql").read_text(encoding="utf-8"))
     old, new = take_snapshot(pg.dsn(before)), take_snapshot(pg.dsn(after))
-    changes = detect_changes(old, new, strict=options.get("strict", False))
-    return {"changes": changes, "warnings": [u["message"] for u in unknown_types(new)]}
+    if options.get("evidence"):
+        with _previous_load(pg, before, after, old, new, folder, request.getfixturevalue("mongo_base_uri")) as ev:
+            changes = detect_changes(old, new, strict=options.get("strict", False), evidence=ev)
+    else:
+        changes = detect_changes(old, new, strict=options.get("strict", False))
+    return {"changes": changes, "precision": precision(changes),
+            "warnings": [u["message"] for u in unknown_types(new)]}
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_golden(pg, case):
-    result = _golden_result(pg, case)
+def test_golden(pg, case, request):
+    result = _golden_result(pg, case, request)
     expected_file = GOLDEN / case / "expected.json"
     if os.environ.get("ETL_UPDATE_GOLDEN"):
         expected_file.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -251,3 +299,79 @@ def test_any_two_snapshots_classify_cleanly(old, new, strict):
         assert set(c["impact"]) == {"zod", "mongodb", "api", "ui", "tests"}
         assert not (strict and c["classification"] == "safe")
     json.dumps(changes)  # the document must serialise as it is written
+
+
+# --- renames: structure, data evidence, what follows them ------------------------------------
+class FixedEvidence:
+    """Data evidence that answers the same for every candidate (what DataEvidence returns)."""
+
+    def __init__(self, found: int, equal: int):
+        self.data = {"available": True, "source": "mongodb", "collection": "t", "sampled": found,
+                     "found_in_postgres": found, "equal": equal}
+        self.asked: list[tuple] = []
+
+    def column(self, *args):
+        self.asked.append(("column", *args))
+        return dict(self.data)
+
+    def table(self, *args):
+        self.asked.append(("table", *args))
+        return dict(self.data)
+
+
+def test_data_evidence_refutes_or_supports_a_candidate():
+    old = snap(table("public.t", col("id", "integer", 1, False), col("a", "integer", 2)))
+    same_shape = snap(table("public.t", col("id", "integer", 1, False), col("b", "integer", 2)))
+    refuting = FixedEvidence(found=60, equal=0)
+    kinds = [c["kind"] for c in diff_snapshots(old, same_shape, refuting)]
+    assert kinds == ["column_removed", "column_added"]
+    assert refuting.asked == [("column", "public.t", "public.t", "a", "b")]
+    [removed] = [c for c in diff_snapshots(old, same_shape, refuting) if c["kind"] == "column_removed"]
+    [why] = removed["details"]["not_a_rename"]
+    assert why["column"] == "b" and why["ruled_out_by"] == "data evidence" and "0 of 60" in why["reason"]
+    assert [c["kind"] for c in diff_snapshots(old, same_shape, FixedEvidence(found=60, equal=58))] == ["column_renamed"]
+    # too few documents found to tell: the structure decides
+    assert [c["kind"] for c in diff_snapshots(old, same_shape, FixedEvidence(found=2, equal=0))] == ["column_renamed"]
+
+    # now NOT NULL with a default: two differences, a rename only when the data says so
+    moved = snap(table("public.t", col("id", "integer", 1, False), col("b", "integer", 2, False, default="0")))
+    assert "column_renamed" not in [c["kind"] for c in diff_snapshots(old, moved)]
+    assert "column_renamed" not in [c["kind"] for c in diff_snapshots(old, moved, FixedEvidence(found=40, equal=10))]
+    renamed = diff_snapshots(old, moved, FixedEvidence(found=40, equal=40))
+    assert [c["kind"] for c in renamed][:1] == ["column_renamed"]
+    assert {(c["kind"], c["column"]) for c in renamed[1:]} == {("column_nullability_changed", "b"),
+                                                                ("column_default_changed", "b")}
+
+
+def test_precision_counts_what_was_folded_and_suppressed():
+    old = snap(table("public.t", col("id", "integer", 1, False), col("ref", "integer", 2), col("flag", "boolean", 3)))
+    old["tables"]["public.t"]["indexes"].append({"name": "t_ref_idx", "columns": ["ref"], "include": [],
+                                                 "unique": False, "predicate": "(ref > 0)", "method": "btree",
+                                                 "definition": ""})
+    new = snap(table("public.t", col("id", "integer", 1, False), col("ref_id", "integer", 2),
+                     col("hidden", "boolean", 3, False, default="false")))
+    new["tables"]["public.t"]["columns"][2]["position"] = 4
+    new["tables"]["public.t"]["indexes"].append({"name": "t_ref_idx", "columns": ["ref_id"], "include": [],
+                                                 "unique": False, "predicate": "(ref_id > 0)", "method": "btree",
+                                                 "definition": ""})
+    changes = detect_changes(old, new)
+    assert [c["kind"] for c in changes] == ["column_renamed", "column_removed", "column_added"]
+    assert changes[0]["details"]["folded"][0]["instead_of"] == ["index_removed", "index_added"]
+    assert precision(changes) == {
+        "reported": 3, "folded": 2, "suppressed": 1,
+        "folded_by_reason": {"follows a column rename": 2},
+        "suppressed_by_reason": {"rename ruled out: nullability, default, position or references differ": 1}}
+
+
+def test_renamed_names_inside_expressions():
+    from etl.model.diff import _rename_idents, _without_casts
+
+    renames = {"email": "mail", "Größe": "size"}
+    assert _rename_idents("(lower((email)::text) = 'email'::text)", renames) == "(lower((mail)::text) = 'email'::text)"
+    assert _rename_idents('("Größe" > 0)', renames) == "(size > 0)"
+    assert _rename_idents("email(x)", renames) == "email(x)"  # a function of that name stays
+    assert _rename_idents("(emails IS NULL)", renames) == "(emails IS NULL)"
+    assert _rename_idents("(mail > 1)", {"mail": "Mail Box"}) == '("Mail Box" > 1)'
+    assert _without_casts("(score <> (0)::double precision)") == _without_casts("(score <> 0)") == "(score <> 0)"
+    assert _without_casts("(at > ('2026-01-01'::date)::timestamp with time zone)") == "(at > '2026-01-01')"
+    assert _without_casts("(n >= (5)::numeric(10,2))") != _without_casts("(n >= 6)")

@@ -3,7 +3,9 @@ S3 server and MongoDB, the sample dump acquired from S3 and Chinook from a file.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -87,6 +89,10 @@ def test_sample_from_s3_end_to_end_then_nothing_to_do(tree, pg):
     assert len(source) >= 10
     counts = mongo_counts(env)
     assert {name: counts.get(name) for name in source} == source
+    # The exported documents pass every artifact's contract test: exists, JSON Schema, Pydantic,
+    # Zod, TypeScript (tsc --noEmit --strict), validator and indexes, for each collection.
+    contract = re.search(r"^(\d+) passed in .*\nContract tests passed", first.stdout, re.M)
+    assert contract and int(contract[1]) == 7 * len(source), first.stdout[-3000:]
 
     second = make(root, env, "all")
     assert second.returncode == 0, second.stderr[-3000:]
@@ -108,12 +114,11 @@ def test_chinook_from_a_file_end_to_end(tree, pg):
     dump = root / "chinook.dump"
     subprocess.run([pg_tool("pg_dump"), "-Fc", "-d", pg.dsn(chinook), "-f", str(dump)], check=True)
 
-    # Another production database: no accepted schema and none of media_tool's rules, so the
-    # first run accepts Chinook's as its initial state (against media_tool's accepted schema it
-    # would be 11 new and 12 dropped tables, waiting for a decision).
-    for tracked in ("schemas/accepted.json", "schemas/mapping.json", "schemas/rules.yaml"):
-        (root / tracked).unlink()
-    shutil.rmtree(root / "schemas" / "collections")
+    # Another production database: `make init` drops media_tool's accepted schema and rules, so
+    # the first run accepts Chinook's as its initial state (against media_tool's accepted schema
+    # it would be 11 new and 12 dropped tables, waiting for a decision).
+    init = make(root, env, "init", "YES=1")
+    assert init.returncode == 0, init.stdout[-3000:] + init.stderr[-3000:]
     proc = make(root, env, "all", "SOURCE=file", f"DUMP={dump}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     source = public_tables(pg, env["LOCAL_PG_DB"])
@@ -127,3 +132,73 @@ def test_chinook_from_a_file_end_to_end(tree, pg):
     doc = client[env["MONGO_DB_NAME"]]["playlist_track"].find_one()
     assert set(doc["_id"]) == {"playlist_id", "track_id"}
     client.close()
+
+
+# A database of this test's own: a library, nothing like media_tool.
+LIBRARY = """
+CREATE TYPE copy_state AS ENUM ('on_shelf', 'lent', 'lost');
+CREATE TABLE branches (id integer PRIMARY KEY, name text NOT NULL UNIQUE, opened_on date);
+CREATE TABLE members (
+    id uuid PRIMARY KEY,
+    branch_id integer NOT NULL REFERENCES branches (id),
+    email text NOT NULL,
+    fee numeric(8,2),
+    joined_at timestamp with time zone NOT NULL,
+    prefs jsonb
+);
+CREATE TABLE copies (
+    branch_id integer REFERENCES branches (id),
+    copy_no integer,
+    title text NOT NULL,
+    state copy_state NOT NULL DEFAULT 'on_shelf',
+    lent_to uuid REFERENCES members (id),
+    PRIMARY KEY (branch_id, copy_no)
+);
+INSERT INTO branches SELECT i, 'Branch ' || i, date '2001-01-01' + i * 400 FROM generate_series(1, 4) AS i;
+INSERT INTO members
+SELECT md5('member' || i)::uuid, 1 + i % 4, 'reader' || i || '@library.example', (i % 7) * 2.5,
+       timestamptz '2025-01-01 09:00:00.123456+00' + i * interval '1 day 13 minutes', jsonb_build_object('news', i % 2 = 0)
+  FROM generate_series(1, 40) AS i;
+INSERT INTO copies
+SELECT 1 + i % 4, i, 'Title ' || i, (ARRAY['on_shelf', 'lent', 'lost'])[1 + i % 3]::copy_state,
+       CASE WHEN i % 3 = 1 THEN md5('member' || (1 + i % 40))::uuid END
+  FROM generate_series(1, 90) AS i;
+"""
+
+
+def test_init_then_all_adopts_a_database_the_project_has_never_seen(tree, pg):
+    from etl.stages.init import EMPTY_RULES
+    from etl.stages.snapshot import take_snapshot
+
+    root, env, _, _ = tree
+    env["LOCAL_PG_DB"] = pg.create_db(sql=LIBRARY)
+
+    # Not at a terminal and no YES=1: refused, one line, nothing removed.
+    refused = make(root, env, "init")
+    assert refused.returncode != 0
+    assert refused.stderr.strip().splitlines()[0].startswith("Error: etl init removes the accepted schema")
+    assert (root / "schemas" / "accepted.json").is_file()
+
+    init = make(root, env, "init", "YES=1")
+    assert init.returncode == 0, init.stdout[-3000:] + init.stderr[-3000:]
+    assert "schemas/accepted.json" in init.stdout and f"database {env['LOCAL_PG_DB']}" in init.stdout
+
+    first = make(root, env, "all", "SOURCE=local")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    accepted = json.loads((root / "schemas" / "accepted.json").read_text())
+    assert accepted["hash"] == take_snapshot(pg.dsn(env["LOCAL_PG_DB"]))["hash"]
+    assert set(accepted["tables"]) == {"public.branches", "public.members", "public.copies"}
+    source = public_tables(pg, env["LOCAL_PG_DB"])
+    assert mongo_counts(env) == source == {"branches": 4, "members": 40, "copies": 90}
+    client = connect(env["MONGO_URI"])
+    copy = client[env["MONGO_DB_NAME"]]["copies"].find_one({"_id": {"branch_id": 2, "copy_no": 1}})
+    client.close()
+    assert copy["title"] == "Title 1" and copy["state"] == "lent"
+    # the artifacts are the new database's, and the contract tests ran on its documents
+    assert sorted(p.name for p in (root / "generated" / "zod").iterdir()) == ["branches.ts", "copies.ts", "members.ts"]
+    assert (root / ".make" / env["MONGO_DB_NAME"] / "contract.stamp").is_file()
+    assert (root / "schemas" / "rules.yaml").read_text() == EMPTY_RULES  # no hand edits, before or after
+
+    again = make(root, env, "all", "SOURCE=local")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert mongo_counts(env) == source

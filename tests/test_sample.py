@@ -255,6 +255,7 @@ def test_detector_finds_exactly_the_documented_changes(pg, base, changed):
         ("column_type_changed", "public.advertisers", "name", "safe"),
         ("enum_value_added", "public.campaigns", "status", "safe"),
         ("table_added", "public.audiences", None, "safe"),
+        ("foreign_key_added", "public.audiences", "advertiser_id", "safe"),
         ("index_added", "public.media_buys", "external_id", "safe"),
     }
     assert report["warnings"] == []  # every type in the sample is one the pipeline knows

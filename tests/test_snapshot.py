@@ -16,7 +16,8 @@ from etl.cli import cli
 from etl.model.diff import diff_snapshots
 from etl.core.errors import DatabaseError, SnapshotError
 from etl.adapters.services import pg_tool
-from etl.stages.snapshot import FORMAT_VERSION, load_snapshot, save_snapshot, take_snapshot
+from etl.stages.snapshot import take_snapshot
+from etl.formats.snapshot import FORMAT_VERSION, load_snapshot, save_snapshot
 
 from conftest import CHINOOK_SQL
 

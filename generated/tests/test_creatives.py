@@ -43,6 +43,16 @@ def test_documents_match_model(target):
     assert not failures, contract.report(failures, "model validation errors")
 
 
+def test_documents_match_zod(target):
+    failures = contract.zod_failures(target)
+    assert not failures, contract.report(failures, "Zod validation errors")
+
+
+def test_documents_compile_as_typescript(target):
+    failures = contract.typescript_failures(target)
+    assert not failures, contract.report(failures, "TypeScript errors (tsc --noEmit --strict)")
+
+
 def test_validator_is_canonical(target):
     problems = contract.validator_problems(target.schema, target.validator())
     assert not problems, contract.report(problems, "validator differences")

@@ -10,7 +10,5 @@ export interface Agencies {
   country: string;
   created_at: string;
   name: string;
-  settings: {
-    [k: string]: unknown | undefined;
-  };
+  settings: unknown;
 }

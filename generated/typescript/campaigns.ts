@@ -20,9 +20,7 @@ export interface Campaigns {
   start_date: string;
   status: "draft" | "active" | "paused" | "completed" | "archived";
   tags: ((string | null) | unknown[])[];
-  targeting: {
-    [k: string]: unknown | undefined;
-  };
+  targeting: unknown;
   updated_at: string;
 }
 /**

@@ -16,9 +16,7 @@ export interface LineItems {
   rate_type: "cpm" | "cpc" | "cpv" | "flat";
   start_date: string;
   tags: ((string | null) | unknown[])[] | null;
-  targeting: {
-    [k: string]: unknown | undefined;
-  };
+  targeting: unknown;
   type: "display" | "video" | "audio" | "ctv" | "social" | "search" | "dooh";
   units: number | null;
 }

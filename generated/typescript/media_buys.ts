@@ -13,8 +13,6 @@ export interface MediaBuys {
   line_item_id: number;
   planned_spend: string;
   platform_id: number;
-  settings: {
-    [k: string]: unknown | undefined;
-  };
+  settings: unknown;
   status: "planned" | "booked" | "live" | "ended" | "cancelled";
 }

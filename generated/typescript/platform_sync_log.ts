@@ -7,9 +7,7 @@
 export interface PlatformSyncLog {
   _id: string;
   message: string | null;
-  payload: {
-    [k: string]: unknown | undefined;
-  };
+  payload: unknown;
   platform_id: number;
   rows_synced: number | null;
   status: string;

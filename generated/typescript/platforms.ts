@@ -6,9 +6,7 @@
  */
 export interface Platforms {
   _id: number;
-  api_config: {
-    [k: string]: unknown | undefined;
-  };
+  api_config: unknown;
   channel: "display" | "video" | "audio" | "ctv" | "social" | "search" | "dooh";
   code: string;
   fee_rate: string;

@@ -12,8 +12,6 @@ export interface Users {
   full_name: string;
   is_active: boolean;
   last_login_at: string | null;
-  preferences: {
-    [k: string]: unknown | undefined;
-  };
+  preferences: unknown;
   role: "admin" | "planner" | "buyer" | "analyst" | "viewer";
 }

@@ -7,7 +7,7 @@ export const advertisersSchema = z
     _id: z.number().int(),
     agency_id: z.union([z.number().int(), z.null()]),
     created_at: z.string().datetime({ offset: true }),
-    external_ref: z.string().uuid(),
+    external_ref: z.guid(),
     industry: z.string().max(60),
     is_active: z.boolean(),
     name: z.string().max(160),

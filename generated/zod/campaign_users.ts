@@ -5,12 +5,12 @@ import { z } from "zod";
 export const campaignUsersSchema = z
   .object({
     _id: z
-      .object({ campaign_id: z.number().int(), user_id: z.string().uuid() })
+      .object({ campaign_id: z.number().int(), user_id: z.guid() })
       .strict(),
     added_at: z.string().datetime({ offset: true }),
     campaign_id: z.number().int(),
     role: z.string().max(20),
-    user_id: z.string().uuid(),
+    user_id: z.guid(),
   })
   .strict()
   .describe(

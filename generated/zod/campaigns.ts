@@ -43,7 +43,7 @@ export const campaignsSchema = z
     legacy_field: z.union([z.string().max(40), z.null()]),
     name: z.string().max(200),
     objective: z.union([z.string(), z.null()]),
-    owner_id: z.union([z.string().uuid(), z.null()]),
+    owner_id: z.union([z.guid(), z.null()]),
     start_date: z.string().datetime({ offset: true }),
     status: z.enum(["draft", "active", "paused", "completed", "archived"]),
     tags: z.array(z.union([z.union([z.string(), z.null()]), z.array(z.any())])),

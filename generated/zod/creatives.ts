@@ -7,7 +7,7 @@ export const creativesSchema = z
     _id: z.number().int(),
     advertiser_id: z.number().int(),
     approved: z.boolean(),
-    asset_id: z.string().uuid(),
+    asset_id: z.guid(),
     click_url: z.union([z.string(), z.null()]),
     created_at: z.string().datetime({ offset: true }),
     duration_seconds: z.union([

@@ -4,7 +4,7 @@ import { z } from "zod";
 
 export const usersSchema = z
   .object({
-    _id: z.string().uuid(),
+    _id: z.guid(),
     agency_id: z.union([z.number().int(), z.null()]),
     created_at: z.string().datetime({ offset: true }),
     email: z

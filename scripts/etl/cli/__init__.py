@@ -23,6 +23,7 @@ from etl.run import runlog
 COMMANDS: dict[str, str] = {
     "config": "etl.cli.config:config_cmd",
     "services": "etl.cli.services:services",
+    "init": "etl.cli.init:init_cmd",
     "sample": "etl.cli.sample:sample_cmd",
     "acquire": "etl.cli.acquire:acquire_cmd",
     "restore": "etl.cli.restore:restore_cmd",

@@ -11,17 +11,20 @@ import click
 from etl.cli import config_options
 from etl.core.errors import EXIT_CHANGES
 from etl.core.paths import paths
+from etl.formats.snapshot import load_snapshot
 from etl.model.diff import IMPACT_WORDS
 from etl.stages.detect import (
-    add_rename_evidence,
+    DataEvidence,
     build_report,
     evidence_line,
+    folded_line,
     has_changes,
     log,
+    not_a_rename_line,
+    precision_line,
     rows_in_use,
     write_outputs,
 )
-from etl.stages.snapshot import load_snapshot
 
 
 def render_text(report: dict[str, Any], *, color: bool = True) -> str:
@@ -52,14 +55,15 @@ def render_text(report: dict[str, Any], *, color: bool = True) -> str:
     for c in report["changes"]:
         tag = style("safe  ", fg="green") if c["classification"] == "safe" else style("review", fg="yellow", bold=True)
         lines.append(f"- {c['summary']:<{width}} {tag}  {c['reason']}  [{c['id']}]")
-        evidence = evidence_line(c)
-        if evidence:
-            lines.append(f"    {evidence}")
+        for extra in (evidence_line(c), folded_line(c), not_a_rename_line(c)):
+            if extra:
+                lines.append(f"    {extra}")
     counts = report["counts"]
     lines.append("")
     lines.append(f"{counts['safe']} safe (applied automatically), {counts['review']} need review"
                  + (" (run `etl decide`)" if counts["review"] else "")
                  + (" — strict mode: every change needs review" if report["strict_mode"] else ""))
+    lines.append(precision_line(report))
     lines.append("")
     lines.append(style("Change Impact:", bold=True))
     rows = rows_in_use(report)
@@ -100,9 +104,12 @@ def detect_cmd(cfg, as_json: bool, exit_code: bool, strict: bool | None, evidenc
     current = load_snapshot(current_path or paths.snapshots / "current.json")
     accepted_file = accepted_path or paths.schemas / "accepted.json"
     accepted = load_snapshot(accepted_file) if accepted_file.exists() else None
-    report = build_report(current, accepted, strict=cfg["ETL_SCHEMA_STRICT_MODE"])
-    if evidence:
-        add_rename_evidence(report, current, cfg)
+    source = DataEvidence(cfg, accepted, current) if evidence and accepted is not None else None
+    try:
+        report = build_report(current, accepted, strict=cfg["ETL_SCHEMA_STRICT_MODE"], evidence=source)
+    finally:
+        if source is not None:
+            source.close()
     written = write_outputs(report)
     log.info("detect: %d changes (%d review), report %s", len(report["changes"]), report["counts"]["review"],
              written["json"])

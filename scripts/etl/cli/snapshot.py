@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from etl.cli import config_options
-from etl.stages.snapshot import save_snapshot, take_snapshot
+from etl.formats.snapshot import save_snapshot
+from etl.stages.snapshot import take_snapshot
 
 
 @click.command("snapshot")

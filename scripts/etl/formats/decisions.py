@@ -200,6 +200,12 @@ def parse_decisions(text: str, source: str = "decisions.yaml") -> Decisions:
     return Decisions(entries=entries, lines=lines, source=source)
 
 
+def decisions_data(path: Path | None = None) -> dict[str, Any]:
+    """The recorded decisions as plain data, the form the mapping reads; none when there is
+    no file."""
+    return {"format_version": 1, "decisions": load_decisions(path).entries}
+
+
 def load_decisions(path: Path | None = None) -> Decisions:
     """The recorded decisions; a missing file means none."""
     path = path or decisions_path()

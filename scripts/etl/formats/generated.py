@@ -14,7 +14,7 @@ from etl.core.paths import SOURCE_ROOT
 
 # Bump when the shape of any artifact changes, so `etl generate` rewrites them even though
 # the canonical schemas did not change.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 
 
 NODE_PACKAGES = ("json-schema-to-typescript", "json-schema-to-zod", "prettier", "typescript", "zod")
@@ -39,6 +39,9 @@ def generator_versions() -> dict[str, Any]:
 
 
 MARKER = ".canonical-hash"
+# Sub-folders of generated/ that `etl generate` owns entirely; anything in them it did not just
+# make is stale.
+OWNED_DIRS = ("jsonschema", "typescript", "zod", "models", "tests")
 
 
 def read_marker(out_dir: Path) -> dict[str, Any]:

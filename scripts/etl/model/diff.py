@@ -234,47 +234,167 @@ def _rename_candidates(removed: list[dict], added: list[dict], score) -> list[tu
     return pairs
 
 
-def _diff_columns(tname: str, ot: dict, nt: dict, old: Snapshot, new: Snapshot) -> list[Change]:
+# --- renames: what speaks for a pair, and what against it --------------------------------
+# PostgreSQL's RENAME keeps a column's type, nullability, default, place and foreign keys; a
+# drop plus an add usually changes some of them (the new column comes last, often NOT NULL
+# with a default, or with a foreign key of its own). The data the previous load left in
+# MongoDB, looked up by `_id` in the restored database, settles it when it is clear.
+RENAME_MAX_DIFFERENCES = 1  # of nullability, default, position and references
+RENAME_MAX_DIFFERENCES_WITH_DATA = 2  # when the data evidence supports the pair
+EVIDENCE_MIN_COMPARED = 3  # documents found in PostgreSQL before the data may decide
+EVIDENCE_REFUTES_BELOW = 0.1  # share of equal values under which a rename is refuted
+EVIDENCE_SUPPORTS_FROM = 0.5  # share of equal values from which it is supported
+_STRUCTURE = ("nullable", "default", "position", "references")
+_STRUCTURE_WORDS = {"nullable": "nullability", "default": "default", "position": "position",
+                    "references": "references"}
+
+
+def data_verdict(data: dict[str, Any] | None) -> str | None:
+    """'refutes' or 'supports' when the data evidence is clear, None otherwise (no data, or
+    fewer than EVIDENCE_MIN_COMPARED documents found in PostgreSQL)."""
+    if not data or not data.get("available"):
+        return None
+    compared = data.get("found_in_postgres") or 0
+    if compared < EVIDENCE_MIN_COMPARED:
+        return None
+    share = data.get("equal", 0) / compared
+    if share < EVIDENCE_REFUTES_BELOW:
+        return "refutes"
+    if share >= EVIDENCE_SUPPORTS_FROM:
+        return "supports"
+    return None
+
+
+def _fk_targets(table: dict, column: str, table_renames: dict[str, str]) -> list[str]:
+    """The tables the foreign keys through `column` point at (renamed tables by their new name)."""
+    return sorted({table_renames.get(fk["ref_table"], fk["ref_table"])
+                   for fk in table.get("foreign_keys", []) if column in fk["columns"]})
+
+
+def _place(columns: list[dict], name: str, kept: set[str]) -> int:
+    """1-based place of column `name` among itself and the columns both sides keep."""
+    position = next(c["position"] for c in columns if c["name"] == name)
+    return 1 + sum(1 for c in columns if c["name"] in kept and c["position"] < position)
+
+
+def _column_pair(r: dict, a: dict, ot: dict, nt: dict, old: Snapshot, new: Snapshot,
+                 table_renames: dict[str, str], kept: set[str]) -> dict[str, Any] | None:
+    """The structural evidence for reading removed column `r` as added column `a` renamed, or
+    None when their types rule it out (only the same type or a widening can be a rename)."""
+    direction = "same" if r["type"] == a["type"] else type_change_direction(r, a, old, new)
+    if direction not in ("same", "widening"):
+        return None
+    refs_r, refs_a = _fk_targets(ot, r["name"], table_renames), _fk_targets(nt, a["name"], {})
+    return {
+        "type": {"from": r["type"], "to": a["type"], "match": direction},
+        "position": {"from": r["position"], "to": a["position"],
+                     "same": _place(ot["columns"], r["name"], kept) == _place(nt["columns"], a["name"], kept)},
+        "nullable": {"from": r["nullable"], "to": a["nullable"], "same": r["nullable"] == a["nullable"]},
+        "default": {"from": r.get("default"), "to": a.get("default"), "same": _default_spec(r) == _default_spec(a)},
+        "references": {"from": refs_r, "to": refs_a, "same": refs_r == refs_a},
+        "data": None,
+    }
+
+
+def _differences(evidence: dict[str, Any]) -> list[str]:
+    return [key for key in _STRUCTURE if not evidence[key]["same"]]
+
+
+def _words(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _judge(differences: list[str], data: dict[str, Any] | None) -> tuple[bool, str | None, str | None]:
+    """(proposed?, why not, ruled out by 'data evidence' | 'structure')."""
+    verdict = data_verdict(data)
+    if verdict == "refutes":
+        return False, (f"refuted by the data: {data['equal']} of {data['found_in_postgres']} values "
+                       f"equal in MongoDB {data.get('collection')}"), "data evidence"
+    limit = RENAME_MAX_DIFFERENCES_WITH_DATA if verdict == "supports" else RENAME_MAX_DIFFERENCES
+    if len(differences) > limit:
+        return False, f"{_words([_STRUCTURE_WORDS[d] for d in differences])} differ", "structure"
+    return True, None, None
+
+
+def _pair_score(evidence: dict[str, Any], differences: list[str]) -> float:
+    score = (2.0 if evidence["type"]["match"] == "same" else 1.0) + len(_STRUCTURE) - len(differences)
+    data = evidence.get("data")
+    if data_verdict(data) is not None:
+        score += 2.0 * data["equal"] / data["found_in_postgres"]
+    return score
+
+
+def _column_renames(tname: str, old_table: str, ot: dict, nt: dict, old: Snapshot, new: Snapshot,
+                    evidence: Any = None, table_renames: dict[str, str] | None = None
+                    ) -> tuple[list[tuple[dict, dict, dict]], dict[str, list[dict[str, Any]]]]:
+    """Rename candidates of one table, paired greedily by score: ([(removed, added, evidence)],
+    {removed column: the type-compatible columns it was not paired with, and why})."""
+    table_renames = table_renames or {}
+    ocols = {c["name"]: c for c in ot["columns"]}
+    ncols = {c["name"]: c for c in nt["columns"]}
+    removed = [ocols[n] for n in ocols if n not in ncols]
+    added = [ncols[n] for n in ncols if n not in ocols]
+    kept = set(ocols) & set(ncols)
+    considered, scored = [], []
+    for r in removed:
+        for a in added:
+            ev = _column_pair(r, a, ot, nt, old, new, table_renames, kept)
+            if ev is None:
+                continue
+            differences = _differences(ev)
+            if evidence is not None and len(differences) <= RENAME_MAX_DIFFERENCES_WITH_DATA:
+                ev["data"] = evidence.column(old_table, tname, r["name"], a["name"])
+            ok, why, by = _judge(differences, ev["data"])
+            considered.append((r, a, ev, why, by))
+            if ok:
+                scored.append((_pair_score(ev, differences), r["name"], a["name"], r, a, ev))
+    scored.sort(key=lambda t: (-t[0], t[1], t[2]))
+    used_r, used_a, pairs = set(), set(), []
+    for _, rn, an, r, a, ev in scored:
+        if rn in used_r or an in used_a:
+            continue
+        used_r.add(rn)
+        used_a.add(an)
+        pairs.append((r, a, ev))
+    rejected: dict[str, list[dict[str, Any]]] = {}
+    for r, a, ev, why, by in considered:
+        if why and r["name"] not in used_r and a["name"] not in used_a:
+            rejected.setdefault(r["name"], []).append({"column": a["name"], "reason": why, "ruled_out_by": by,
+                                                       "evidence": ev})
+    return pairs, rejected
+
+
+def _diff_columns(tname: str, ot: dict, nt: dict, old: Snapshot, new: Snapshot, *,
+                  old_table: str | None = None, evidence: Any = None,
+                  table_renames: dict[str, str] | None = None) -> list[Change]:
     changes: list[Change] = []
     ocols = {c["name"]: c for c in ot["columns"]}
     ncols = {c["name"]: c for c in nt["columns"]}
     removed = [ocols[n] for n in ocols if n not in ncols]
     added = [ncols[n] for n in ncols if n not in ocols]
 
-    def score(r: dict, a: dict) -> float | None:
-        direction = type_change_direction(r, a, old, new) if r["type"] != a["type"] else "same"
-        if direction not in ("same", "widening"):
-            return None
-        return ((2.0 if direction == "same" else 1.0) + (1.0 if r["position"] == a["position"] else 0.0)
-                + (0.5 if r["nullable"] == a["nullable"] else 0.0))
-
-    renamed_r, renamed_a = set(), set()
-    for r, a, _ in _rename_candidates(removed, added, score):
-        renamed_r.add(r["name"])
-        renamed_a.add(a["name"])
-        same_type = r["type"] == a["type"]
-        evidence = {
-            "type": {"from": r["type"], "to": a["type"],
-                     "match": "same" if same_type else "widening"},
-            "position": {"from": r["position"], "to": a["position"], "same": r["position"] == a["position"]},
-            "nullable": {"from": r["nullable"], "to": a["nullable"], "same": r["nullable"] == a["nullable"]},
-            "data": None,
-        }
+    pairs, rejected = _column_renames(tname, old_table or tname, ot, nt, old, new, evidence, table_renames)
+    renamed_r = {r["name"]: a for r, a, _ in pairs}
+    renamed_a = {a["name"] for _, a, _ in pairs}
+    for r, a, evidence_of_pair in pairs:
         changes.append(_change("column_renamed", tname, r["name"],
                                {"name": r["name"], "type": r["type"]}, {"name": a["name"], "type": a["type"]},
-                               {"candidate": True, "evidence": evidence}))
+                               {"candidate": True, "evidence": evidence_of_pair}))
     for c in removed:
         if c["name"] not in renamed_r:
-            changes.append(_change("column_removed", tname, c["name"], _col_spec(c), None))
+            details = {"not_a_rename": rejected[c["name"]]} if c["name"] in rejected else {}
+            changes.append(_change("column_removed", tname, c["name"], _col_spec(c), None, details))
     for c in added:
         if c["name"] not in renamed_a:
             changes.append(_change("column_added", tname, c["name"], None,
                                    {**_col_spec(c), "default": c.get("default")}))
 
-    for name, oc in ocols.items():
-        nc = ncols.get(name)
+    for oc in ocols.values():
+        # A renamed column's other changes are reported under its new name.
+        nc = ncols.get(oc["name"]) or renamed_r.get(oc["name"])
         if nc is None:
             continue
+        name = nc["name"]
         if oc["type"] != nc["type"]:
             direction = type_change_direction(oc, nc, old, new)
             changes.append(_change("column_type_changed", tname, name, {"type": oc["type"]}, {"type": nc["type"]},
@@ -319,26 +439,233 @@ def _set_diff(old_items: Iterable[dict], new_items: Iterable[dict], signature) -
     return removed, added
 
 
+# --- constraints that follow a rename or a type change ------------------------------------
+# A constraint or index over a renamed column (or pointing at a renamed table or column) is
+# the same constraint: PostgreSQL carries it along. It is listed in the details of the rename
+# it follows ("folded"), not reported as a removal plus an addition. The same for a predicate
+# or CHECK that PostgreSQL only re-printed, with new casts, after its column's type changed.
+FOLLOWS_COLUMN_RENAME = "follows a column rename"
+FOLLOWS_TABLE_RENAME = "follows a table rename"
+REPRINTED = "re-printed by PostgreSQL after a type change"
+KEY_TAKEN_OVER = "the unique constraint became the primary key"
+KEY_STAYS_UNIQUE = "the former primary key's columns stay unique"
+_FOLD_REASONS = {"column": FOLLOWS_COLUMN_RENAME, "table": FOLLOWS_TABLE_RENAME, "type": REPRINTED}
+
+
+class _Follow:
+    """What constraints may follow: table renames (old → new), column renames per table (new
+    table name → {old: new}) and the columns whose type changed (new table name → new column
+    names). Collects each folded item with the change it belongs to: ("column", table, old
+    column), ("table", old table), ("type", table, column) or ("key", table)."""
+
+    def __init__(self, tables: dict[str, str], columns: dict[str, dict[str, str]],
+                 type_changed: dict[str, set[str]]):
+        self.tables, self.columns, self.type_changed = tables, columns, type_changed
+        self.folded: list[tuple[tuple, dict[str, Any]]] = []
+
+    def fold(self, target: tuple, instead_of: list[str], table: str, name: str | None, frm: Any, to: Any,
+             reason: str | None = None) -> None:
+        self.folded.append((target, {"instead_of": instead_of, "table": table, "name": name, "from": frm,
+                                     "to": to, "reason": reason or _FOLD_REASONS[target[0]]}))
+
+
+_IDENT_OR_LITERAL = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")+\"|[^\W\d]\w*")
+
+
+def _quote_ident(name: str) -> str:
+    """A column name as PostgreSQL prints it in expressions."""
+    return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else '"' + name.replace('"', '""') + '"'
+
+
+def _rename_idents(text: str | None, renames: dict[str, str]) -> str | None:
+    """`text` (an index key, a predicate, a CHECK) with renamed column names replaced; string
+    literals, type names after `::` and function names are left alone."""
+    if not text or not renames:
+        return text
+
+    def swap(m: re.Match) -> str:
+        token = m.group(0)
+        if token.startswith("'") or text[max(0, m.start() - 2):m.start()] == "::" or text[m.end():m.end() + 1] == "(":
+            return token
+        name = token[1:-1].replace('""', '"') if token.startswith('"') else token
+        return _quote_ident(renames[name]) if name in renames else token
+
+    return _IDENT_OR_LITERAL.sub(swap, text)
+
+
+_CAST = re.compile(r"::(?:\"(?:[^\"]|\"\")+\"|[a-z_]\w*)(?:\.(?:\"(?:[^\"]|\"\")+\"|[a-z_]\w*))?"
+                   r"(?:\s+(?:precision|varying|with(?:out)?\s+time\s+zone))*(?:\(\d+(?:,\s*\d+)?\))?(?:\[\])*")
+_PAREN_ATOM = re.compile(r"\((-?\d+(?:\.\d+)?(?:e[-+]?\d+)?|'(?:[^']|'')*'|\"(?:[^\"]|\"\")+\"|[^\W\d]\w*)\)")
+
+
+def _without_casts(text: str | None) -> str | None:
+    """An expression without the casts PostgreSQL adds when it prints it again after a type
+    change: `(score <> (0)::double precision)` and `(score <> 0)` both give `(score <> 0)`."""
+    if not text:
+        return text
+    out = _CAST.sub("", text)
+    while True:
+        stripped = _PAREN_ATOM.sub(r"\1", out)
+        if stripped == out:
+            return out
+        out = stripped
+
+
+def _mentioned(texts: Iterable[str | None], names: Iterable[str]) -> list[str]:
+    texts = [t for t in texts if t]
+    return [n for n in names if any(_mentions(t, n) for t in texts)]
+
+
+def _set_diff_following(old_items: Iterable[dict], new_items: Iterable[dict], signature, translate=None,
+                        reprint=None) -> tuple[list[dict], list[dict], list[tuple[dict, dict, tuple]]]:
+    """(removed, added, followed): `_set_diff`, then each removed item that matches an added one
+    once renamed columns and tables are followed (`translate(item) -> (item in new names,
+    [targets])`) or once PostgreSQL's re-printing after a type change is undone
+    (`reprint(item) -> (signature without casts, [targets])`) is followed, not removed."""
+    old_sigs = {signature(i): i for i in old_items}
+    new_sigs = {signature(i): i for i in new_items}
+    removed = [old_sigs[s] for s in sorted(old_sigs, key=repr) if s not in new_sigs]
+    still_added = {s: new_sigs[s] for s in sorted(new_sigs, key=repr) if s not in old_sigs}
+    followed, still_removed = [], []
+    for item in removed:
+        moved, targets = translate(item) if translate else (item, [])
+        sig = signature(moved)
+        if targets and sig in still_added:
+            followed.append((item, still_added.pop(sig), targets[0]))
+            continue
+        if reprint:
+            bare, type_targets = reprint(moved)
+            match = next((s for s, n in still_added.items() if reprint(n)[0] == bare), None) if type_targets else None
+            if match is not None:
+                followed.append((item, still_added.pop(match), (targets or type_targets)[0]))
+                continue
+        still_removed.append(item)
+    return still_removed, list(still_added.values()), followed
+
+
+def _fk_follow(fk: dict, tname: str, follow: _Follow) -> tuple[dict, list[tuple]]:
+    own = follow.columns.get(tname, {})
+    targets: list[tuple] = [("column", tname, c) for c in fk["columns"] if c in own]
+    ref = follow.tables.get(fk["ref_table"], fk["ref_table"])
+    if ref != fk["ref_table"]:
+        targets.append(("table", fk["ref_table"]))
+    ref_own = follow.columns.get(ref, {})
+    targets += [("column", ref, c) for c in fk["ref_columns"] if c in ref_own]
+    return dict(fk, columns=[own.get(c, c) for c in fk["columns"]], ref_table=ref,
+                ref_columns=[ref_own.get(c, c) for c in fk["ref_columns"]]), targets
+
+
+def _index_follow(ix: dict, tname: str, follow: _Follow) -> tuple[dict, list[tuple]]:
+    own = follow.columns.get(tname, {})
+    used = _mentioned([*ix["columns"], *ix.get("include", []), ix["predicate"]], own)
+    moved = dict(ix, columns=[_rename_idents(k, own) for k in ix["columns"]],
+                 include=[own.get(c, c) for c in ix.get("include", [])],
+                 predicate=_rename_idents(ix["predicate"], own))
+    return moved, [("column", tname, c) for c in used]
+
+
+def _index_reprint(ix: dict, tname: str, follow: _Follow) -> tuple[tuple, list[tuple]]:
+    used = _mentioned([*ix["columns"], ix["predicate"]], sorted(follow.type_changed.get(tname, ())))
+    bare = dict(ix, columns=[_without_casts(k) for k in ix["columns"]], predicate=_without_casts(ix["predicate"]))
+    return _index_signature(bare), [("type", tname, c) for c in used]
+
+
+def _unique_follow(u: dict, tname: str, follow: _Follow) -> tuple[dict, list[tuple]]:
+    own = follow.columns.get(tname, {})
+    used = [c for c in u["columns"] if c in own] or _mentioned([u.get("definition")], own)
+    return (dict(u, columns=[own.get(c, c) for c in u["columns"]],
+                 definition=_rename_idents(u.get("definition"), own)), [("column", tname, c) for c in used])
+
+
+def _check_follow(ck: dict, tname: str, follow: _Follow) -> tuple[dict, list[tuple]]:
+    own = follow.columns.get(tname, {})
+    return (dict(ck, expression=_rename_idents(ck["expression"], own)),
+            [("column", tname, c) for c in _mentioned([ck["expression"]], own)])
+
+
+def _check_reprint(ck: dict, tname: str, follow: _Follow) -> tuple[str | None, list[tuple]]:
+    used = _mentioned([ck["expression"]], sorted(follow.type_changed.get(tname, ())))
+    return _without_casts(ck["expression"]), [("type", tname, c) for c in used]
+
+
+def _key_names(keys: list[str]) -> list[str]:
+    return [k[1:-1].replace('""', '"') if len(k) > 1 and k[0] == k[-1] == '"' else k for k in keys]
+
+
+def _fold_key_takeover(tname: str, changes: list[Change], follow: _Follow) -> list[Change]:
+    """A unique constraint (or unique index) on the columns of the new primary key was taken
+    over by it; one on the former key's columns keeps what the key guaranteed. Either is part
+    of the primary key change, not a constraint relaxed or a new one on existing data."""
+    key = next((c for c in changes if c["kind"] == "primary_key_changed"), None)
+    if key is None:
+        return changes
+    own = follow.columns.get(tname, {})
+    new_key = set((key["to"] or {}).get("columns") or [])
+    old_key = {own.get(c, c) for c in (key["from"] or {}).get("columns") or []}
+    kept = []
+    for c in changes:
+        spec = c["from"] if c["kind"].endswith("_removed") else c["to"]
+        columns: set[str] = set()
+        if c["kind"] in ("unique_removed", "unique_added"):
+            columns = set(spec["columns"])
+        elif c["kind"] in ("index_removed", "index_added") and spec["unique"] and not spec["predicate"]:
+            columns = set(_key_names(spec["columns"]))
+        if columns and c["kind"].endswith("_removed") and columns == new_key:
+            follow.fold(("key", tname), [c["kind"]], tname, c["details"].get("name"), c["from"], None, KEY_TAKEN_OVER)
+        elif columns and c["kind"].endswith("_added") and columns == old_key:
+            follow.fold(("key", tname), [c["kind"]], tname, c["details"].get("name"), None, c["to"], KEY_STAYS_UNIQUE)
+        else:
+            kept.append(c)
+    return kept
+
+
 def _diff_constraints(tname: str, ot: dict, nt: dict, table_renames: dict[str, str],
-                      new_columns: set[str]) -> list[Change]:
+                      new_columns: set[str], follow: _Follow | None = None) -> list[Change]:
     changes: list[Change] = []
     opk = ot["primary_key"]["columns"] if ot.get("primary_key") else None
     npk = nt["primary_key"]["columns"] if nt.get("primary_key") else None
+    own = follow.columns.get(tname, {}) if follow else {}
     if opk != npk:
-        changes.append(_change("primary_key_changed", tname, None,
-                               {"columns": opk} if opk is not None else None,
-                               {"columns": npk} if npk is not None else None))
+        renamed = [c for c in opk or [] if c in own]
+        if renamed and [own.get(c, c) for c in opk] == npk:
+            follow.fold(("column", tname, renamed[0]), ["primary_key_changed"], tname, nt["primary_key"]["name"],
+                        {"columns": opk}, {"columns": npk})
+        else:
+            changes.append(_change("primary_key_changed", tname, None,
+                                   {"columns": opk} if opk is not None else None,
+                                   {"columns": npk} if npk is not None else None))
 
-    removed, added = _set_diff(ot["foreign_keys"], nt["foreign_keys"], lambda fk: _fk_signature(fk, table_renames))
-    modified_cols = {tuple(f["columns"]) for f in removed} & {tuple(f["columns"]) for f in added}
+    def following(translate, reprint=None):
+        if follow is None:
+            return {}
+        return {"translate": lambda item: translate(item, tname, follow),
+                "reprint": (lambda item: reprint(item, tname, follow)) if reprint else None}
+
+    def fold(followed, kinds, spec):
+        for o, n, target in followed:
+            follow.fold(target, list(kinds), tname, n.get("name"), spec(o), spec(n))
+
+    if follow is None:
+        removed, added = _set_diff(ot["foreign_keys"], nt["foreign_keys"], lambda fk: _fk_signature(fk, table_renames))
+        followed = []
+    else:
+        removed, added, followed = _set_diff_following(ot["foreign_keys"], nt["foreign_keys"],
+                                                       lambda fk: _fk_signature(fk, {}), **following(_fk_follow))
+        fold(followed, ("foreign_key_removed", "foreign_key_added"), _fk_spec)
+    removed_cols = {tuple(own.get(c, c) for c in f["columns"]) for f in removed}
+    modified_cols = removed_cols & {tuple(f["columns"]) for f in added}
     for fk in removed:
         changes.append(_change("foreign_key_removed", tname, _single(fk["columns"]), _fk_spec(fk), None,
-                               {"name": fk["name"], "modified": tuple(fk["columns"]) in modified_cols}))
+                               {"name": fk["name"],
+                                "modified": tuple(own.get(c, c) for c in fk["columns"]) in modified_cols}))
     for fk in added:
         changes.append(_change("foreign_key_added", tname, _single(fk["columns"]), None, _fk_spec(fk),
                                {"name": fk["name"], "modified": tuple(fk["columns"]) in modified_cols}))
 
-    removed, added = _set_diff(ot["indexes"], nt["indexes"], _index_signature)
+    removed, added, followed = _set_diff_following(ot["indexes"], nt["indexes"], _index_signature,
+                                                   **following(_index_follow, _index_reprint))
+    if follow is not None:
+        fold(followed, ("index_removed", "index_added"), _index_spec)
     names = {c["name"] for c in ot["columns"]} | {c["name"] for c in nt["columns"]}
     for ix in removed:
         changes.append(_change("index_removed", tname, _index_column(ix["columns"], names), _index_spec(ix), None,
@@ -347,25 +674,32 @@ def _diff_constraints(tname: str, ot: dict, nt: dict, table_renames: dict[str, s
         changes.append(_change("index_added", tname, _index_column(ix["columns"], names), None, _index_spec(ix),
                                {"name": ix["name"]}))
 
+    def unique_spec(u):
+        return {"columns": u["columns"]} | ({"definition": u["definition"]} if u.get("definition") else {})
+
     uniques_old = [{**u, "constraint": "unique"} for u in ot["unique"]] + [
         {"name": x["name"], "columns": [], "definition": x["definition"], "constraint": "exclusion"}
         for x in ot.get("exclusions", [])]
     uniques_new = [{**u, "constraint": "unique"} for u in nt["unique"]] + [
         {"name": x["name"], "columns": [], "definition": x["definition"], "constraint": "exclusion"}
         for x in nt.get("exclusions", [])]
-    removed, added = _set_diff(uniques_old, uniques_new,
-                               lambda u: (tuple(u["columns"]), u.get("definition") if not u["columns"] else None))
+    removed, added, followed = _set_diff_following(
+        uniques_old, uniques_new, lambda u: (tuple(u["columns"]), u.get("definition") if not u["columns"] else None),
+        **following(_unique_follow))
+    if follow is not None:
+        fold(followed, ("unique_removed", "unique_added"), unique_spec)
     for u in removed:
-        spec = {"columns": u["columns"]} | ({"definition": u["definition"]} if u.get("definition") else {})
-        changes.append(_change("unique_removed", tname, _single(u["columns"]), spec, None,
+        changes.append(_change("unique_removed", tname, _single(u["columns"]), unique_spec(u), None,
                                {"name": u["name"], "constraint": u["constraint"]}))
     for u in added:
-        spec = {"columns": u["columns"]} | ({"definition": u["definition"]} if u.get("definition") else {})
         on_new = bool(u["columns"]) and set(u["columns"]) <= new_columns
-        changes.append(_change("unique_added", tname, _single(u["columns"]), None, spec,
+        changes.append(_change("unique_added", tname, _single(u["columns"]), None, unique_spec(u),
                                {"name": u["name"], "constraint": u["constraint"], "on_new_columns": on_new}))
 
-    removed, added = _set_diff(ot["checks"], nt["checks"], lambda c: c["expression"])
+    removed, added, followed = _set_diff_following(ot["checks"], nt["checks"], lambda c: c["expression"],
+                                                   **following(_check_follow, _check_reprint))
+    if follow is not None:
+        fold(followed, ("check_removed", "check_added"), lambda ck: {"expression": ck["expression"]})
     old_names = {c["name"] for c in ot["columns"]} | {c["name"] for c in nt["columns"]}
     for ck in removed:
         changes.append(_change("check_removed", tname, None, {"expression": ck["expression"]}, None,
@@ -376,6 +710,8 @@ def _diff_constraints(tname: str, ot: dict, nt: dict, table_renames: dict[str, s
         changes.append(_change("check_added", tname, _single(used), None, {"expression": ck["expression"]},
                                {"name": ck["name"], "columns": used, "on_new_columns": on_new,
                                 "validated": ck.get("validated", True)}))
+    if follow is not None:
+        changes = _fold_key_takeover(tname, changes, follow)
 
     opart = {p["name"]: p for p in ot.get("partitions", [])}
     npart = {p["name"]: p for p in nt.get("partitions", [])}
@@ -422,50 +758,142 @@ def _table_similarity(a: dict, b: dict) -> float:
 
 
 TABLE_RENAME_SIMILARITY = 0.6
+# A table that other tables' foreign keys followed from its old name to its new one is a
+# rename candidate at a lower similarity: PostgreSQL's RENAME carries those references along.
+TABLE_RENAME_SIMILARITY_WITH_REFERENCES = 0.4
 
 
-def diff_snapshots(old: Snapshot, new: Snapshot) -> list[Change]:
-    """Every difference between two snapshots as unclassified changes, in a stable order."""
+def _moved_references(old_name: str, new_name: str, old: Snapshot, new: Snapshot) -> int:
+    """Foreign keys of tables present on both sides that pointed at `old_name` and now point,
+    from the same columns, at `new_name`."""
+    moved = 0
+    for tname in set(old["tables"]) & set(new["tables"]):
+        before = {tuple(fk["columns"]) for fk in old["tables"][tname]["foreign_keys"] if fk["ref_table"] == old_name}
+        after = {tuple(fk["columns"]) for fk in new["tables"][tname]["foreign_keys"] if fk["ref_table"] == new_name}
+        moved += len(before & after)
+    return moved
+
+
+def _table_match(r: dict, a: dict, old: Snapshot, new: Snapshot) -> dict[str, Any]:
+    """How alike a dropped and an added table are: the columns kept by name (same or widened
+    type) count fully, columns that look renamed (by the column rules) count half, over all
+    the distinct columns of both."""
+    rcols = {c["name"]: c for c in r["columns"]}
+    acols = {c["name"]: c for c in a["columns"]}
+    kept = sorted(n for n in rcols if n in acols and (
+        rcols[n]["type"] == acols[n]["type"] or type_change_direction(rcols[n], acols[n], old, new) == "widening"))
+    pairs, _ = _column_renames(a["qname"], r["qname"], r, a, old, new)
+    renamed = sorted([p[0]["name"], p[1]["name"]] for p in pairs)
+    union = len(rcols) + len(acols) - len(kept) - len(renamed)
+    similarity = (len(kept) + 0.5 * len(renamed)) / union if union else 0.0
+    return {"similarity": similarity, "kept": kept, "renamed": renamed,
+            "moved": _moved_references(r["qname"], a["qname"], old, new)}
+
+
+def _table_renames(removed: list[dict], added: list[dict], old: Snapshot, new: Snapshot, evidence: Any
+                   ) -> tuple[list[tuple[dict, dict, dict]], dict[str, list[dict[str, Any]]]]:
+    """Table rename candidates paired greedily: ([(removed, added, evidence)], {removed table:
+    the candidates the data evidence refuted})."""
+    scored, refuted = [], {}
+    for r in removed:
+        for a in added:
+            m = _table_match(r, a, old, new)
+            if not (m["similarity"] >= TABLE_RENAME_SIMILARITY or (
+                    m["moved"] and m["similarity"] >= TABLE_RENAME_SIMILARITY_WITH_REFERENCES)):
+                continue
+            ev = {"column_similarity": round(m["similarity"], 3), "shared_columns": m["kept"],
+                  "renamed_columns": m["renamed"], "references_moved": m["moved"],
+                  "primary_key": {"from": (r.get("primary_key") or {}).get("columns"),
+                                  "to": (a.get("primary_key") or {}).get("columns")},
+                  "data": None}
+            if evidence is not None:
+                ev["data"] = evidence.table(r["qname"], a["qname"],
+                                            [(c, c) for c in m["kept"]] + [tuple(p) for p in m["renamed"]])
+            ok, why, by = _judge([], ev["data"])
+            if not ok:
+                refuted.setdefault(r["qname"], []).append({"table": a["qname"], "reason": why, "ruled_out_by": by,
+                                                           "evidence": ev})
+                continue
+            data = ev["data"]
+            bonus = data["equal"] / data["found_in_postgres"] if data_verdict(data) else 0.0
+            scored.append((m["similarity"] + 0.1 * min(m["moved"], 3) + bonus, r["qname"], a["qname"], r, a, ev))
+    scored.sort(key=lambda t: (-t[0], t[1], t[2]))
+    used_r, used_a, pairs = set(), set(), []
+    for _, rn, an, r, a, ev in scored:
+        if rn in used_r or an in used_a:
+            continue
+        used_r.add(rn)
+        used_a.add(an)
+        pairs.append((r, a, ev))
+    return pairs, {name: entries for name, entries in refuted.items() if name not in used_r}
+
+
+def _attach_folded(changes: list[Change], follow: _Follow) -> None:
+    """Put each folded item in the details of the change it follows."""
+    index: dict[tuple, Change] = {}
+    for c in changes:
+        if c["kind"] == "column_renamed":
+            index[("column", c["table"], c["column"])] = c
+        elif c["kind"] == "table_renamed":
+            index[("table", c["table"])] = c
+        elif c["kind"] == "column_type_changed":
+            index[("type", c["table"], c["column"])] = c
+        elif c["kind"] == "primary_key_changed":
+            index[("key", c["table"])] = c
+    for target, entry in follow.folded:
+        index[target]["details"].setdefault("folded", []).append(entry)
+
+
+def diff_snapshots(old: Snapshot, new: Snapshot, evidence: Any = None) -> list[Change]:
+    """Every difference between two snapshots as unclassified changes, in a stable order.
+
+    `evidence`, when given, is asked about every plausible rename: `evidence.column(old table,
+    new table, old column, new column)` and `evidence.table(old table, new table, [(old column,
+    new column)])` return the data evidence (docs/detection.md); a candidate it refutes is
+    not proposed. Without it the diff is pure."""
     ot, nt = old["tables"], new["tables"]
     removed = [dict(ot[n], qname=n) for n in sorted(set(ot) - set(nt))]
     added = [dict(nt[n], qname=n) for n in sorted(set(nt) - set(ot))]
 
-    def score(r: dict, a: dict) -> float | None:
-        s = _table_similarity(r, a)
-        return s if s >= TABLE_RENAME_SIMILARITY else None
-
     changes: list[Change] = []
     table_renames: dict[str, str] = {}
     pairs: list[tuple[str, str]] = []
-    for r, a, s in _rename_candidates([dict(t, name=t["qname"]) for t in removed],
-                                      [dict(t, name=t["qname"]) for t in added], score):
+    renamed_tables, refuted_tables = _table_renames(removed, added, old, new, evidence)
+    for r, a, ev in renamed_tables:
         table_renames[r["qname"]] = a["qname"]
         pairs.append((r["qname"], a["qname"]))
-        shared = sorted({c["name"] for c in ot[r["qname"]]["columns"]} & {c["name"] for c in nt[a["qname"]]["columns"]})
         changes.append(_change("table_renamed", r["qname"], None, {"table": r["qname"]}, {"table": a["qname"]},
-                               {"candidate": True, "evidence": {
-                                   "column_similarity": round(s, 3), "shared_columns": shared,
-                                   "primary_key": {"from": (ot[r["qname"]].get("primary_key") or {}).get("columns"),
-                                                   "to": (nt[a["qname"]].get("primary_key") or {}).get("columns")},
-                                   "data": None}}))
+                               {"candidate": True, "evidence": ev}))
     for t in removed:
         if t["qname"] not in table_renames:
+            details = {"not_a_rename": refuted_tables[t["qname"]]} if t["qname"] in refuted_tables else {}
             changes.append(_change("table_removed", t["qname"], None,
-                                   {"kind": t["kind"], "columns": _table_columns(t)}, None))
+                                   {"kind": t["kind"], "columns": _table_columns(t)}, None, details))
     for t in added:
         if t["qname"] not in table_renames.values():
             changes.append(_change("table_added", t["qname"], None, None,
                                    {"kind": t["kind"], "columns": _table_columns(t)}))
 
-    for oname, nname in [(n, n) for n in sorted(set(ot) & set(nt))] + pairs:
-        o, n = ot[oname], nt[nname]
-        if o == n:  # most tables, most nights
-            continue
-        column_changes = _diff_columns(nname, o, n, old, new)
-        new_columns = {c["column"] for c in column_changes if c["kind"] == "column_added"}
-        new_columns |= {c["to"]["name"] for c in column_changes if c["kind"] == "column_renamed"}
-        changes += column_changes
-        changes += _diff_constraints(nname, o, n, table_renames, new_columns)
+    # Columns first, everywhere: a constraint may follow a column renamed in another table.
+    compared = [(o, n) for o, n in [(n, n) for n in sorted(set(ot) & set(nt))] + pairs if ot[o] != nt[n]]
+    column_changes = {n: _diff_columns(n, ot[o], nt[n], old, new, old_table=o, evidence=evidence,
+                                       table_renames=table_renames) for o, n in compared}
+    follow = _Follow(table_renames,
+                     {n: {c["column"]: c["to"]["name"] for c in cs if c["kind"] == "column_renamed"}
+                      for n, cs in column_changes.items()},
+                     {n: {c["column"] for c in cs if c["kind"] == "column_type_changed"}
+                      for n, cs in column_changes.items()})
+    for oname, nname in compared:
+        new_columns = {c["column"] for c in column_changes[nname] if c["kind"] == "column_added"}
+        changes += column_changes[nname]
+        changes += _diff_constraints(nname, ot[oname], nt[nname], table_renames, new_columns, follow)
+    # A new table's foreign keys are new relationships (the impact matrix's row).
+    for t in added:
+        if t["qname"] not in table_renames.values():
+            for fk in sorted(t["foreign_keys"], key=lambda fk: _fk_signature(fk, {})):
+                changes.append(_change("foreign_key_added", t["qname"], _single(fk["columns"]), None, _fk_spec(fk),
+                                       {"name": fk["name"], "modified": False, "new_table": True}))
+    _attach_folded(changes, follow)
 
     changes += _diff_types(old, new)
     for name in sorted(set(old.get("views", {})) - set(new.get("views", {}))):
@@ -644,7 +1072,16 @@ def _summary(change: Change, old: Snapshot, new: Snapshot) -> str:
     if kind == "primary_key_changed":
         def cols(spec):
             return ", ".join(spec["columns"]) if spec else "none"
-        return f"Primary key change: {_short(t)} ({cols(frm)} → {cols(to)})"
+        notes = []
+        for item in d.get("folded", []):
+            spec = item["from"] or item["to"]
+            what = ", ".join(_key_names(spec["columns"]))
+            word = "unique index" if item["instead_of"][0].startswith("index") else "unique constraint"
+            if item["reason"] == KEY_TAKEN_OVER:
+                notes.append(f"the {word} on {what} became the key")
+            elif item["reason"] == KEY_STAYS_UNIQUE:
+                notes.append(f"a {word} keeps {what} unique")
+        return f"Primary key change: {_short(t)} ({cols(frm)} → {cols(to)}{''.join('; ' + n for n in notes)})"
     if kind in ("foreign_key_added", "foreign_key_removed"):
         spec = to or frm
         word = "New relationship" if kind == "foreign_key_added" else "Dropped relationship"
@@ -731,6 +1168,27 @@ def unknown_types(snap: Snapshot) -> list[dict[str, str]]:
     return found
 
 
-def detect_changes(old: Snapshot, new: Snapshot, *, strict: bool = False) -> list[Change]:
-    """diff + classify."""
-    return classify(diff_snapshots(old, new), old, new, strict=strict)
+def precision(changes: list[Change]) -> dict[str, Any]:
+    """What the detector did not report on its own, so a reviewer can see nothing was hidden:
+    `folded`, the changes that only follow another one (listed in its `details.folded`), and
+    `suppressed`, the rename candidates not proposed (listed in the removed column's or
+    table's `details.not_a_rename`), each by reason. `reported` is the number of changes."""
+    folded: dict[str, int] = {}
+    suppressed: dict[str, int] = {}
+    for change in changes:
+        for item in change["details"].get("folded", []):
+            folded[item["reason"]] = folded.get(item["reason"], 0) + len(item["instead_of"])
+        for item in change["details"].get("not_a_rename", []):
+            reason = SUPPRESSED_REASONS[item["ruled_out_by"]]
+            suppressed[reason] = suppressed.get(reason, 0) + 1
+    return {"reported": len(changes), "folded": sum(folded.values()), "suppressed": sum(suppressed.values()),
+            "folded_by_reason": dict(sorted(folded.items())), "suppressed_by_reason": dict(sorted(suppressed.items()))}
+
+
+SUPPRESSED_REASONS = {"data evidence": "rename refuted by the data in MongoDB",
+                      "structure": "rename ruled out: nullability, default, position or references differ"}
+
+
+def detect_changes(old: Snapshot, new: Snapshot, *, strict: bool = False, evidence: Any = None) -> list[Change]:
+    """diff + classify; `evidence` as for diff_snapshots."""
+    return classify(diff_snapshots(old, new, evidence), old, new, strict=strict)

@@ -22,7 +22,7 @@ from etl.core.errors import SnapshotError
 from etl.core.fsutil import read_json
 from etl.core.paths import paths
 from etl.formats.canonical import write_canonical
-from etl.formats.decisions import load_decisions as load_recorded
+from etl.formats.decisions import decisions_data
 from etl.formats.rules import load_rules
 from etl.model.mapping import build_mapping
 
@@ -52,15 +52,7 @@ def load_accepted(path: Path | None = None) -> dict[str, Any]:
     return snapshot
 
 
-def load_decisions(path: Path | None = None) -> dict[str, Any]:
-    """The recorded decisions as plain data (validated by etl.decisions, which owns the file's
-    format); a missing file means none."""
-
-    recorded = load_recorded(path or paths.schemas / "decisions.yaml")
-    return {"format_version": 1, "decisions": recorded.entries}
-
-
 def run_canonical() -> dict[str, Any]:
     snapshot = load_accepted()
-    mapping = build_mapping(snapshot, load_rules(), load_decisions())
+    mapping = build_mapping(snapshot, load_rules(), decisions_data())
     return write_canonical(mapping)

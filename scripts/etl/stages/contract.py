@@ -22,10 +22,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import math
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -37,9 +40,10 @@ from etl.adapters.mongodb import connect
 from etl.core.config import Config, load_config, secrets_of
 from etl.core.errors import EtlError, GenerateError, ValidationFailed
 from etl.core.fsutil import read_json
-from etl.core.paths import paths
+from etl.core.paths import SOURCE_ROOT, paths
 from etl.formats.canonical import load_canonical
 from etl.formats.generated import read_marker
+from etl.model.artifacts import Collection
 from etl.model.jsonview import JsonView
 from etl.model.validators import plain, validator_for
 
@@ -174,16 +178,18 @@ class Target:
     generated: Path
     db: Any
     sample_size: int
+    node: str = "node"  # ETL_NODE: runs the Zod schemas
     _sample: list[dict[str, Any]] | None = field(default=None, repr=False)
 
     @classmethod
     def from_environment(cls, collection: str, slug: str, type_name: str, generated: Path) -> "Target":
-        """Connect with the pipeline's settings (MONGO_URI, MONGO_DB_NAME, ETL_CONTRACT_SAMPLE)."""
+        """Connect with the pipeline's settings (MONGO_URI, MONGO_DB_NAME, ETL_CONTRACT_SAMPLE,
+        ETL_NODE)."""
 
         cfg = load_config()
         client = connect(cfg["MONGO_URI"])
         return cls(collection=collection, slug=slug, type_name=type_name, generated=generated,
-                   db=client[cfg["MONGO_DB_NAME"]], sample_size=cfg["ETL_CONTRACT_SAMPLE"])
+                   db=client[cfg["MONGO_DB_NAME"]], sample_size=cfg["ETL_CONTRACT_SAMPLE"], node=cfg["ETL_NODE"])
 
     @property
     def schema(self) -> dict[str, Any]:
@@ -225,6 +231,160 @@ class Target:
 
     def indexes(self) -> dict[str, dict[str, Any]]:
         return self.db[self.collection].index_information()
+
+
+# ---------------------------------------------------------------- Zod and TypeScript, in Node
+
+
+_TSC_FLAGS = ("--strict", "--target", "es2022", "--module", "nodenext", "--moduleResolution", "nodenext",
+              "--skipLibCheck")
+_TSC_ERROR = re.compile(r"^(?P<file>.+?)\((?P<line>\d+),(?P<col>\d+)\): error (?P<code>TS\d+): (?P<msg>.*)$")
+_FIXTURE_HEAD = 4  # lines before the first document in a TypeScript fixture
+
+
+def _node_safe(value: Any) -> Any:
+    """A JSON document with its non-finite numbers spelled so that JSON can carry them to Node
+    (validate.mjs turns them back into NaN and ±Infinity)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"$nonFinite": "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")}
+    if isinstance(value, dict):
+        return {k: _node_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_node_safe(v) for v in value]
+    return value
+
+
+class NodeChecks:
+    """The generated Zod schemas and TypeScript types run on every collection's sample, once per
+    process (starting tsc is the slow part): the Zod sources are compiled with the project's
+    pinned tsc and run with Node (scripts/etl/stages/node/validate.mjs); each collection's documents
+    become a TypeScript fixture (`export const documents: Campaigns[] = [...]`) and all
+    fixtures are compiled with `tsc --noEmit --strict`. Results are kept by collection."""
+
+    _done: dict[tuple, "NodeChecks"] = {}
+
+    def __init__(self, generated: Path, node: str):
+        self.generated, self.node = generated, node
+        self.zod: dict[str, list[str]] = {}
+        self.typescript: dict[str, list[str]] = {}
+
+    @classmethod
+    def of(cls, target: "Target") -> "NodeChecks":
+        key = (str(target.generated), target.db.name, target.sample_size)
+        if key not in cls._done:
+            checks = cls(target.generated, target.node)
+            checks.run(target)
+            cls._done[key] = checks
+        return cls._done[key]
+
+    def _tool(self, name: str) -> str:
+        if name == "tsc":
+            tsc = SOURCE_ROOT / "node_modules" / ".bin" / "tsc"
+            if not tsc.is_file():
+                raise GenerateError("TypeScript (tsc) is not installed", hint=f"run `npm ci` in {SOURCE_ROOT}")
+            return str(tsc)
+        exe = shutil.which(self.node)
+        if exe is None:
+            raise GenerateError(f"Node.js is not installed ({self.node!r} not found)",
+                                hint="install Node 20+ or set ETL_NODE")
+        return exe
+
+    def run(self, first: "Target") -> None:
+        targets = []
+        for path in sorted((self.generated / "jsonschema").glob("*.schema.json")):
+            name = path.name[: -len(".schema.json")]
+            c = Collection(name, {}, "")
+            targets.append(first if name == first.collection else
+                           Target(name, c.slug, c.type_name, self.generated, first.db, first.sample_size,
+                                  node=first.node))
+        tsc, node = self._tool("tsc"), self._tool("node")
+        scratch = Path(tempfile.mkdtemp(prefix="etl-contract-ts-"))
+        try:
+            (scratch / "package.json").write_text('{"type": "module"}\n')
+            (scratch / "node_modules").symlink_to(SOURCE_ROOT / "node_modules", target_is_directory=True)
+            src = scratch / "src"
+            for sub in ("zod", "typescript"):
+                shutil.copytree(self.generated / sub, src / sub)
+            self._run_zod(targets, tsc, node, scratch)
+            self._run_typescript(targets, tsc, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _run_zod(self, targets: list["Target"], tsc: str, node: str, scratch: Path) -> None:
+        proc = subprocess.run([tsc, *_TSC_FLAGS, "--outDir", str(scratch / "js"), "--rootDir", str(scratch / "src"),
+                               *map(str, sorted((scratch / "src" / "zod").glob("*.ts")))],
+                              capture_output=True, text=True, cwd=scratch, timeout=600)
+        if proc.returncode != 0:
+            first_error = (proc.stdout.strip().splitlines() or [proc.stderr.strip() or "no output"])[0]
+            for t in targets:
+                self.zod[t.collection] = [f"the generated Zod schemas do not compile: {first_error}"]
+            return
+        job = {"checks": [{"module": str(scratch / "js" / "zod" / f"{t.slug}.js"),
+                           "export": Collection(t.collection, {}, "").schema_name,
+                           "documents": _node_safe(t.sample())} for t in targets]}
+        out = subprocess.run([node, str(Path(__file__).with_name("node") / "validate.mjs")],
+                             input=json.dumps(job), capture_output=True, text=True, timeout=600)
+        try:
+            reply = json.loads(out.stdout)
+        except ValueError:
+            reply = {"error": (out.stderr.strip().splitlines() or [f"node exited with {out.returncode}"])[-1]}
+        if "error" in reply:
+            raise EtlError(f"the Zod check could not run: {reply['error']}")
+        for t, results in zip(targets, reply["results"]):
+            self.zod[t.collection] = [f"_id={_short(doc.get('_id'))}: {issue}"
+                                      for doc, r in zip(t.sample(), results) if not r["ok"]
+                                      for issue in r["issues"][:3]]
+
+    def _run_typescript(self, targets: list["Target"], tsc: str, scratch: Path) -> None:
+        fixtures = scratch / "src" / "fixtures"
+        fixtures.mkdir()
+        by_file = {}
+        for t in targets:
+            lines = [f"// {len(t.sample())} documents of {t.db.name}.{t.collection} in their JSON form, checked",
+                     f"// by tsc --noEmit --strict against the generated type {t.type_name}.",
+                     f"import type {{ {t.type_name} }} from \"../typescript/{t.slug}.js\";",
+                     f"export const documents: {t.type_name}[] = ["]
+            assert len(lines) == _FIXTURE_HEAD
+            lines += [json.dumps(doc, ensure_ascii=False) + "," for doc in t.sample()]
+            lines.append("];")
+            path = fixtures / f"{t.slug}.ts"
+            path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            by_file[path.name] = t
+            self.typescript[t.collection] = []
+        proc = subprocess.run([tsc, "--noEmit", *_TSC_FLAGS, *map(str, sorted(fixtures.glob("*.ts")))],
+                              capture_output=True, text=True, cwd=scratch, timeout=600)
+        if proc.returncode == 0:
+            return
+        current: list[str] | None = None
+        for line in proc.stdout.splitlines():
+            m = _TSC_ERROR.match(line)
+            if m is None:
+                if current is not None and line.startswith("  ") and line.strip():
+                    current[-1] += " / " + line.strip()  # tsc's elaboration of the error above
+                continue
+            t = by_file.get(Path(m["file"]).name)
+            if t is None or Path(m["file"]).parent.name != "fixtures":
+                for other in targets:
+                    self.typescript[other.collection].append(f"(types): {m['code']}: {m['msg']}")
+                current = None
+                continue
+            index = int(m["line"]) - _FIXTURE_HEAD - 1
+            docs = t.sample()
+            where = f"_id={_short(docs[index].get('_id'))}" if 0 <= index < len(docs) else f"line {m['line']}"
+            current = self.typescript[t.collection]
+            current.append(f"{where}: {m['code']}: {m['msg']}")
+
+
+def zod_failures(target: "Target") -> list[str]:
+    """One line per Zod issue when the collection's sampled documents are parsed by its
+    generated Zod schema (compiled and run in Node), naming the document's _id."""
+    return NodeChecks.of(target).zod.get(target.collection, [])
+
+
+def typescript_failures(target: "Target") -> list[str]:
+    """One line per tsc error when the collection's sampled documents, written as a TypeScript
+    array of its generated type, are compiled with `tsc --noEmit --strict`."""
+    return NodeChecks.of(target).typescript.get(target.collection, [])
 
 
 # ---------------------------------------------------------------- the generated test module

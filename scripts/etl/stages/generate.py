@@ -36,7 +36,7 @@ from etl.core.errors import GenerateError
 from etl.core.fsutil import write_if_changed
 from etl.core.paths import SOURCE_ROOT, paths
 from etl.formats.canonical import SCHEMA_SUFFIX, Canonical, load_canonical
-from etl.formats.generated import MARKER, read_marker
+from etl.formats.generated import MARKER, OWNED_DIRS, read_marker
 from etl.model.artifacts import Collection
 from etl.model.contract_template import render_test_module
 
@@ -44,8 +44,6 @@ log = logging.getLogger("etl.generate")
 
 
 NODE_DRIVER = Path(__file__).with_name("node") / "generate.mjs"
-# Sub-folders this stage owns entirely; anything in them it did not just make is stale.
-OWNED_DIRS = ("jsonschema", "typescript", "zod", "models", "tests")
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 
 
@@ -310,6 +308,35 @@ def render_contract_test(c: Collection) -> str:
     return header + render_test_module(c.name, c.slug, c.type_name, c.hash, c.indexes)
 
 
+# Keywords that say what a value may be; a schema with none of them accepts any JSON value.
+_VALUE_KEYWORDS = ("type", "enum", "const", "$ref", "anyOf", "oneOf", "allOf", "not", "properties", "items",
+                   "prefixItems", "additionalProperties", "patternProperties", "if", "required")
+_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")
+_SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SUBSCHEMAS = ("additionalProperties", "items", "not", "if", "then", "else", "contains")
+
+
+def typescript_schema(schema: Any) -> Any:
+    """The schema json-schema-to-typescript gets: a subschema that accepts any JSON value (an
+    archived value, a json/jsonb field) is typed `unknown`. The generator would make it an
+    object with an index signature, which rejects the strings and numbers such fields hold."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(out.get(key), dict):
+            out[key] = {name: typescript_schema(sub) for name, sub in out[key].items()}
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [typescript_schema(sub) for sub in out[key]]
+    for key in _SUBSCHEMAS:
+        if isinstance(out.get(key), dict):
+            out[key] = typescript_schema(out[key])
+    if not any(key in out for key in _VALUE_KEYWORDS) and "tsType" not in out:
+        out["tsType"] = "unknown"
+    return out
+
+
 def render_node(collections: Iterable[Collection], *, node: str) -> dict[str, dict[str, str]]:
     """TypeScript and Zod sources for every collection, from one Node process."""
     collections = list(collections)
@@ -320,7 +347,7 @@ def render_node(collections: Iterable[Collection], *, node: str) -> dict[str, di
     job = {"collections": [{
         "name": c.name, "typeName": c.type_name, "schemaName": c.schema_name,
         "banner": "".join(f"// {line}\n" for line in _header_lines(_collection_subject(c), c.hash)).rstrip("\n"),
-        "schema": {**c.schema, "title": c.type_name},
+        "schema": typescript_schema({**c.schema, "title": c.type_name}),
         "flatSchema": inline_refs(c.schema, collection=c.name),
     } for c in collections]}
     try:

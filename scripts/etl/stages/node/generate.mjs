@@ -28,8 +28,20 @@ async function readStdin() {
 }
 
 const { compile } = await load("json-schema-to-typescript");
-const { jsonSchemaToZod } = await load("json-schema-to-zod");
+const { jsonSchemaToZod, parseString } = await load("json-schema-to-zod");
 const prettier = await load("prettier");
+
+// JSON Schema's "uuid" is the 8-4-4-4-12 hex form; Zod 4's .uuid() also demands RFC 9562
+// version and variant bits, which many stored UUIDs (md5-derived, imported) do not have.
+// z.guid() checks the form only, as JSON Schema does.
+const parserOverride = (schema) => {
+  if (schema && schema.type === "string" && schema.format === "uuid") {
+    const { format, ...rest } = schema;
+    const code = parseString(rest).replace(/^z\.string\(\)/, "z.guid()");
+    return schema.description ? `${code}.describe(${JSON.stringify(schema.description)})` : code;
+  }
+  return undefined;
+};
 
 const job = await readStdin();
 const results = {};
@@ -47,6 +59,7 @@ for (const c of job.collections) {
       module: "esm",
       type: c.typeName,
       zodVersion: 4,
+      parserOverride,
     });
     const zod = await prettier.format(`${c.banner}\n${code}`, { parser: "typescript" });
     results[c.name] = { typescript, zod };
