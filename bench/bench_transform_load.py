@@ -138,7 +138,8 @@ def etl_transform(env: dict[str, str], *args: str) -> float:
 RSS_CHILD = r"""
 import json, resource, sys, time
 from etl.core.config import load_config
-from etl.stages.transform import transform, load_mapping
+from etl.stages.transform import transform
+from etl.formats.mapping import load_mapping
 cfg = load_config()
 start = time.perf_counter()
 result = transform(cfg, collections=[sys.argv[1]], force=True, workers=int(sys.argv[2]))

@@ -2,7 +2,7 @@
 
 The modules do the work; this file only finds them and turns their exceptions into one line on
 stderr plus the documented exit code (0 ok, 1 error, 2 changes found, 3 decisions pending,
-4 validation failed). `--debug` shows the traceback instead.
+4 validation failed, 5 the anomaly guard stopped the load). `--debug` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ COMMANDS: dict[str, str] = {
     "status": "etl.cli.status:status_cmd",
     "compare": "etl.cli.compare:compare_cmd",
     "test-data": "etl.cli.contract:test_data_cmd",
+    "guard": "etl.cli.guard:guard_cmd",
+    "plan": "etl.cli.plan:plan_cmd",
+    "mcp": "etl.cli.mcp:mcp_cmd",
 }
 
 
@@ -129,12 +132,15 @@ def cli():
     """Keep MongoDB (bravo-1) in sync with PostgreSQL (media_tool).
 
     Stages, in order: acquire, restore, snapshot, detect, decide, canonical, generate,
-    mongo-schema, transform, backup, load, validate, push. `etl run` runs them all; the
+    mongo-schema, transform, guard, backup, load, validate, push. `etl run` runs them all; the
     Makefile runs only the stale ones. Settings come from pipeline.env, pipeline.local.env,
     the environment and flags (see `etl config`).
 
     Exit codes: 0 ok, 1 error, 2 changes found (detect --exit-code), 3 breaking changes wait
-    for a decision, 4 validation failed.
+    for a decision, 4 validation failed, 5 the anomaly guard stopped the load (a collection
+    shrank beyond ETL_GUARD_MAX_SHRINK or became empty; accept with --accept-shrink).
+
+    Example: etl plan   # what `etl run` would do now, without doing it
     """
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from etl.cli import config_options
 from etl.core.errors import DecisionError, PendingDecisions
 from etl.core.fsutil import write_if_changed
 from etl.core.paths import paths
+from etl.core.runs import login_name
 from etl.formats import decisions as dec
 from etl.model import expr
 from etl.model.mapping import collection_name
@@ -286,7 +286,4 @@ def _merge(inputs: Inputs, new: dict[str, dict[str, Any]]) -> None:
 
 
 def _login() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+    return login_name()

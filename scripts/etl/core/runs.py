@@ -4,6 +4,7 @@ starts; the id becomes a file name, so it is checked before any use.
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
 
@@ -28,3 +29,11 @@ def check_run_id(run_id: str) -> str:
 def current_run_id() -> str | None:
     value = os.environ.get(RUN_ID_ENV, "").strip()
     return check_run_id(value) if value else None
+
+
+def login_name() -> str:
+    """Who runs this process, for the records (decided_by, accepted_by)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

@@ -23,10 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from etl.adapters import alerts
 from etl.adapters.s3 import describe_error
 from etl.core import lock, runs
 from etl.core.config import SOURCES, Config
-from etl.core.errors import EXIT_ERROR, EXIT_INVALID, EXIT_OK, EXIT_PENDING, RunError
+from etl.core.errors import (
+    EXIT_ERROR,
+    EXIT_GUARD,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_PENDING,
+    RunError,
+)
 from etl.core.names import check_db_name
 from etl.core.paths import paths
 from etl.core.progress import PROGRESS_TTY_ENV
@@ -38,7 +46,7 @@ out_log = logging.getLogger("etl.run.output")
 
 PIPELINE_TARGET = "pipeline"
 # Exit codes a stage may hand to cron through the run; anything else is "1, an error".
-PASSED_THROUGH = (EXIT_PENDING, EXIT_INVALID)
+PASSED_THROUGH = (EXIT_PENDING, EXIT_INVALID, EXIT_GUARD)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _MAKE_ERROR = re.compile(r"make(?:\[\d+\])?: \*\*\* \[[^\]]*\] Error (\d+)")
 
@@ -52,6 +60,7 @@ class RunOptions:
     interactive: bool = False
     yes_safe: bool = False
     decisions: Path | None = None
+    accept_shrink: str | None = None  # collections the anomaly guard lets through, comma-separated
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
@@ -93,6 +102,8 @@ def make_variables(opts: RunOptions) -> list[str]:
         # DECISIONS_FILE, not DECISIONS: the Makefile's DECISIONS names the tracked
         # schemas/decisions.yaml, and a command-line variable would override it.
         pairs.append(("DECISIONS_FILE", str(opts.decisions)))
+    if opts.accept_shrink:
+        pairs.append(("ACCEPT_SHRINK", opts.accept_shrink))
     return [f"{name}={_make_value(value)}" for name, value in pairs]
 
 
@@ -325,6 +336,11 @@ def close_run(cfg: Config, run: runlog.Run, code: int, error: str | None, interr
             write_report(audit, run.redact)
         except Exception as exc:  # noqa: BLE001
             _note(run, f"report not written: {type(exc).__name__}: {exc}")
+        try:
+            # Bounded by ALERT_TIMEOUT and ALERT_RETRIES; a receiver that is down is a note.
+            audit["alerts"] = alerts.notify(cfg, audit, run.redact, summary_lines(audit), note=lambda n: _note(run, n))
+        except Exception as exc:  # noqa: BLE001
+            _note(run, f"alerts not sent: {type(exc).__name__}: {exc}")
         try:
             stream = runlog.push_cloudwatch(cfg, run, audit)
             if stream:

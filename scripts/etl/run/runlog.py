@@ -42,6 +42,7 @@ from etl.adapters.mongodb import connect
 from etl.core.config import Config, mask_uri
 from etl.core.errors import (
     EXIT_CHANGES,
+    EXIT_GUARD,
     EXIT_INVALID,
     EXIT_OK,
     EXIT_PENDING,
@@ -58,7 +59,7 @@ AUDIT_COLLECTION = "etl_audit"
 # The pipeline's stages in order; commands outside this list (status, compare, config) are
 # not stages and leave no stage record.
 STAGES = ("acquire", "restore", "snapshot", "detect", "decide", "canonical", "generate",
-          "mongo-schema", "transform", "backup", "load", "validate", "test-data", "push")
+          "mongo-schema", "transform", "guard", "backup", "load", "validate", "test-data", "push")
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
@@ -148,7 +149,7 @@ def new_run_id(now: datetime | None = None) -> str:
 
 def status_for(exit_code: int) -> str:
     return {EXIT_OK: "ok", EXIT_CHANGES: "changes", EXIT_PENDING: "pending",
-            EXIT_INVALID: "invalid"}.get(exit_code, "failed")
+            EXIT_INVALID: "invalid", EXIT_GUARD: "anomaly"}.get(exit_code, "failed")
 
 
 def exit_code_of(exc: BaseException) -> int:
@@ -378,6 +379,7 @@ def collect_facts(cfg: Config, db: str, since: datetime,
         "backup_version": info.get("backup_version") or _backup_version(db, since),
         "validation": info.get("validation") or _validation(db, since),
         "push": info.get("push"),
+        "guard": info.get("guard"),
     }
     decided = facts["changes"].pop("decided", None)
     facts["decisions"] = info.get("decisions") or decided or _decisions(

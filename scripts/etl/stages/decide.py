@@ -110,24 +110,28 @@ def load_inputs() -> Inputs:
     """Detected changes, the snapshots and the recorded decisions, checked against each other."""
     changes_doc, _ = _read(latest_path(), "detected changes", "run `etl detect` first")
     current, raw = _read(current_path(), "the current snapshot", "run `etl snapshot` first")
+    accepted = _read(accepted_path(), "the accepted snapshot", "")[0] if accepted_path().is_file() else None
+    return check_inputs(changes_doc, current, raw, accepted, dec.load_decisions())
+
+
+def check_inputs(changes_doc: dict[str, Any], current: dict[str, Any], current_bytes: bytes,
+                 accepted: dict[str, Any] | None, decisions: dec.Decisions) -> Inputs:
+    """The inputs of decide, checked against each other (`etl plan` checks what it computed)."""
     if changes_doc.get("to_hash") != current.get("hash"):
         raise DecisionError(
             f"data/changes/latest.json was detected for schema {str(changes_doc.get('to_hash'))[:12]} "
             f"but the current snapshot is {str(current.get('hash'))[:12]}", hint="run `etl detect`")
-    accepted = None
-    if accepted_path().is_file():
-        accepted, _ = _read(accepted_path(), "the accepted snapshot", "")
+    if accepted is not None:
         from_hash = changes_doc.get("from_hash")
         if from_hash not in (None, accepted.get("hash")) and not _already_accepted(changes_doc, accepted):
             raise DecisionError(
                 f"data/changes/latest.json compares against schema {str(changes_doc.get('from_hash'))[:12]} "
                 f"but the accepted one is {str(accepted.get('hash'))[:12]}", hint="run `etl detect`")
-    decisions = dec.load_decisions()
     changes = changes_doc.get("changes")
     if not isinstance(changes, list) or any(not isinstance(c, dict) or "id" not in c for c in changes):
         raise SnapshotError("data/changes/latest.json: `changes` must be a list of changes with ids")
     dec.check_against_changes(decisions, changes)
-    inputs = Inputs(changes_doc, current, raw, accepted, decisions)
+    inputs = Inputs(changes_doc, current, current_bytes, accepted, decisions)
     check_defaults(inputs, {cid: e for cid, e in decisions.entries.items()}, decisions.where)
     return inputs
 
@@ -244,7 +248,7 @@ def _free_name(folder: Path, stem: str, suffix: str) -> Path:
     return path
 
 
-def _counter(cfg, counts: bool) -> Callable[[Step], int | str] | None:
+def document_counter(cfg, counts: bool) -> Callable[[Step], int | str] | None:
     """Counts of the documents each migration statement would touch, in the target database;
     None when not wanted, not reachable, or not there yet (counting must not create it)."""
     if not counts or cfg is None:
@@ -269,10 +273,26 @@ def _counter(cfg, counts: bool) -> Callable[[Step], int | str] | None:
     return count
 
 
-def accept(inputs: Inputs, new_entries: dict[str, dict[str, Any]], *, cfg=None, counts: bool = True,
-           ) -> dict[str, Any]:
-    """Record `new_entries`, make the current snapshot the accepted one and write decided.json,
-    the update plan and the migration script. Every review change must be decided."""
+@dataclass
+class Acceptance:
+    """What accepting would record, computed before anything is written."""
+
+    entries: dict[str, dict[str, Any]]  # the decisions after it (applied_in filled in)
+    answers: dict[str, dict[str, Any]]
+    decided: list[dict[str, Any]]
+    record: dict[str, Any]  # data/changes/decided.json
+    new_acceptance: bool  # decided.json changes
+    plan: dict[str, Any] | None  # the update plan, when there is something new to decide
+    steps: list[Step]  # the migration script's statements
+
+    @property
+    def automatic(self) -> int:
+        return sum(1 for d in self.decided if d["decided_by"] == "auto")
+
+
+def acceptance(inputs: Inputs, new_entries: dict[str, dict[str, Any]], *, cfg=None, counts: bool = True,
+               ) -> Acceptance:
+    """What `accept` would write, without writing it. Every review change must be decided."""
     entries = {**inputs.decisions.entries, **new_entries}
     answers: dict[str, dict[str, Any]] = {}
     decided: list[dict[str, Any]] = []
@@ -288,28 +308,38 @@ def accept(inputs: Inputs, new_entries: dict[str, dict[str, Any]], *, cfg=None, 
         decided.append({"id": change["id"], "kind": change["kind"], "table": change["table"],
                         "column": change.get("column"), "classification": change.get("classification"),
                         "summary": change.get("summary"), "answer": answer, "decided_by": by})
-
     to_hash = str(inputs.changes_doc.get("to_hash"))
     applied = to_hash[:12]
-    updates = {cid: {**entries[cid], "applied_in": entries[cid].get("applied_in") or applied}
-               for cid in entries if cid in answers}
+    after = {cid: {**e, "applied_in": e.get("applied_in") or applied} if cid in answers else e
+             for cid, e in entries.items()}
     record = {"format_version": FORMAT_VERSION, "from_hash": inputs.changes_doc.get("from_hash"),
               "to_hash": to_hash, "changes": decided}
-
-    result: dict[str, Any] = {"status": "accepted", "to_hash": to_hash, "changes": len(decided),
-                              "automatic": sum(1 for d in decided if d["decided_by"] == "auto"),
-                              "plan": None, "plan_json": None, "migration": None}
     try:
         previous = read_json(decided_path()) if decided_path().is_file() else None
     except ValueError:  # a damaged record is simply rewritten
         previous = None
     new_acceptance = previous != json.loads(json.dumps(record, default=str))
+    plan, steps = None, []
     if decided and new_acceptance:
         # Built before anything is written: a bad answer (a default that does not fit) must not
         # leave a half-accepted state behind.
         plan, steps = build_plan(inputs.changes_doc, answers, inputs.accepted, inputs.current,
                                  rules=_rules(), decisions_doc={"decisions": entries},
-                                 count=_counter(cfg, counts))
+                                 count=document_counter(cfg, counts))
+    return Acceptance(after, answers, decided, record, new_acceptance, plan, steps)
+
+
+def accept(inputs: Inputs, new_entries: dict[str, dict[str, Any]], *, cfg=None, counts: bool = True,
+           ) -> dict[str, Any]:
+    """Record `new_entries`, make the current snapshot the accepted one and write decided.json,
+    the update plan and the migration script. Every review change must be decided."""
+    done = acceptance(inputs, new_entries, cfg=cfg, counts=counts)
+    to_hash = done.record["to_hash"]
+    applied = to_hash[:12]
+    result: dict[str, Any] = {"status": "accepted", "to_hash": to_hash, "changes": len(done.decided),
+                              "automatic": done.automatic, "plan": None, "plan_json": None, "migration": None}
+    if done.plan is not None:
+        plan, steps = done.plan, done.steps
         stamp = _timestamp()
         migration = None
         if steps:
@@ -325,11 +355,12 @@ def accept(inputs: Inputs, new_entries: dict[str, dict[str, Any]], *, cfg=None, 
         result["plan"] = str(md.relative_to(paths.root))
         result["plan_json"] = str(md.with_suffix(".json").relative_to(paths.root))
 
+    updates = {cid: e for cid, e in done.entries.items() if cid in done.answers}
     path = dec.decisions_path()
     existing = path.read_text(encoding="utf-8") if path.is_file() else None
     if updates or existing is None:
         write_if_changed(path, dec.render(existing, updates))
-    write_json_if_changed(decided_path(), record)
+    write_json_if_changed(decided_path(), done.record)
     # Compared by schema hash, not bytes: a new snapshot of the same schema differs only in
     # when it was taken, and the tracked accepted.json must not churn every night.
     same_schema = inputs.accepted is not None and inputs.accepted.get("hash") == inputs.current.get("hash")

@@ -12,6 +12,7 @@ import logging
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -41,6 +42,30 @@ def database_exists(conn: psycopg.Connection, name: str) -> bool:
     return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
 
+def drop_database(conn: psycopg.Connection, name: str) -> None:
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def restore_into(cfg: Config, conn: psycopg.Connection, dump: Path, database: str, jobs: int, *,
+                 label: str, hint: str | None = None) -> None:
+    """Create `database` afresh and pg_restore `dump` into it; on failure it is dropped again
+    and RestoreError names the dump (`label`) and pg_restore's last line."""
+    drop_database(conn, database)
+    conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(database)))
+    env = dict(os.environ)
+    if cfg["LOCAL_PG_PASSWORD"]:
+        env["PGPASSWORD"] = cfg["LOCAL_PG_PASSWORD"]
+    proc = subprocess.run(
+        [pg_tool("pg_restore"), "-j", str(jobs), "--no-owner", "--no-privileges", "--exit-on-error",
+         "-h", cfg["LOCAL_PG_HOST"], "-p", str(cfg["LOCAL_PG_PORT"]), "-U", cfg["LOCAL_PG_USER"],
+         "-d", database, str(dump)],
+        capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        drop_database(conn, database)
+        reason = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RestoreError(f"pg_restore of {label} failed: {reason}", hint=hint)
+
+
 def restore(cfg: Config, jobs: int | None = None, force: bool = False) -> dict:
     pointer = current_pointer()
     if pointer is None:
@@ -63,26 +88,12 @@ def restore(cfg: Config, jobs: int | None = None, force: bool = False) -> dict:
             say(f"restore: {target} already holds {pointer['file']}; nothing to do")
             return record
         scratch = f"{target}__restoring"
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(scratch)))
         jobs = jobs or max(2, os.cpu_count() or 2)
         started = time.monotonic()
         say(f"restore: pg_restore -j {jobs} {pointer['file']} into {target} …")
-        env = dict(os.environ)
-        if cfg["LOCAL_PG_PASSWORD"]:
-            env["PGPASSWORD"] = cfg["LOCAL_PG_PASSWORD"]
-        proc = subprocess.run(
-            [pg_tool("pg_restore"), "-j", str(jobs), "--no-owner", "--no-privileges", "--exit-on-error",
-             "-h", cfg["LOCAL_PG_HOST"], "-p", str(cfg["LOCAL_PG_PORT"]), "-U", cfg["LOCAL_PG_USER"],
-             "-d", scratch, str(dump)],
-            capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
-            reason = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise RestoreError(f"pg_restore of {pointer['file']} failed: {reason}",
-                               hint=f"{target} was left as it was")
+        restore_into(cfg, conn, dump, scratch, jobs, label=pointer["file"], hint=f"{target} was left as it was")
         # Swap: the only moment the target is absent is between these two statements.
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target)))
+        drop_database(conn, target)
         conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(scratch), sql.Identifier(target)))
         with psycopg.connect(pg_conninfo(cfg, target), autocommit=True) as db:
             db.execute("ANALYZE")  # fresh statistics: row estimates drive progress and fingerprints

@@ -50,7 +50,7 @@ from etl.formats.dumpdir import (
     write_manifest,
     write_metadata,
 )
-from etl.formats.mapping import mapping_path
+from etl.formats.mapping import load_mapping
 from etl.formats.provenance import accepted_schema_hash, source_dump
 from etl.model.indexes import planned_indexes
 from etl.model.mapping import archived_fields, mapping_hash
@@ -67,10 +67,6 @@ log = logging.getLogger("etl.transform")
 # A table with at least this many (estimated) rows and a single integer key is cut into key
 # ranges transformed in parallel.
 SPLIT_ROWS = 200_000
-
-
-
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,19 +124,6 @@ class TransformResult:
     @property
     def transformed(self) -> list[str]:
         return sorted(n for n, c in self.collections.items() if not c.skipped)
-
-
-def load_mapping(path: Path | None = None) -> dict[str, Any]:
-    path = path or mapping_path()
-    if not path.is_file():
-        raise TransformError(f"{path} not found", hint="run `make canonical` first")
-    try:
-        mapping = read_json(path)
-    except (OSError, ValueError) as exc:
-        raise TransformError(f"{path} is not readable JSON: {exc}") from None
-    if mapping.get("format_version") != 1 or not isinstance(mapping.get("collections"), dict):
-        raise TransformError(f"{path}: unknown mapping format {mapping.get('format_version')!r}")
-    return mapping
 
 
 def _canonical_schema(name: str) -> dict[str, Any] | None:
@@ -229,14 +212,11 @@ def transform(cfg: Config, db: str | None = None, *, collections: list[str] | No
             old_manifest = {}
     old = old_manifest.get("collections") or {}
 
-    embedded = {n: [specs[e["collection"]]["table"] for e in spec.get("embed") or [] if e["collection"] in specs]
-                for n, spec in specs.items()}
     try:
-        stats = table_stats(conninfo, [specs[n]["table"] for n in specs] + [t for n in wanted for t in embedded[n]])
+        prints, stats = fingerprints(conninfo, specs, wanted)
         plans = {n: plan_collection(n, specs[n], mapping, fast=cfg["ETL_TRANSFORM_FASTPATH"]) for n in wanted}
-        source = source_dump()
-        prints = {n: fingerprint(n, specs[n], stats, source, embedded[n]) for n in wanted}
-        todo = [n for n in wanted if force or not _current(folder, old.get(n), prints[n])]
+        stale = set(stale_collections(folder, old_manifest, prints))
+        todo = [n for n in wanted if force or n in stale]
         jobs = []
         for n in sorted(todo, key=lambda n: -stats[specs[n]["table"]]["estimate"]):
             plan = plans[n]
@@ -311,6 +291,24 @@ def transform(cfg: Config, db: str | None = None, *, collections: list[str] | No
 
     written = _write_manifest(folder, db, mapping, results, old_manifest)
     return TransformResult(folder, results, written, time.perf_counter() - start)
+
+
+def fingerprints(conninfo: str, specs: dict[str, Any], wanted: list[str]
+                 ) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    """The fingerprint of each collection in `wanted` against the database `conninfo` (see
+    fingerprint.fingerprint), and the table statistics they were computed from."""
+    embedded = {n: [specs[e["collection"]]["table"] for e in spec.get("embed") or [] if e["collection"] in specs]
+                for n, spec in specs.items()}
+    stats = table_stats(conninfo, [specs[n]["table"] for n in specs] + [t for n in wanted for t in embedded[n]])
+    source = source_dump()
+    return {n: fingerprint(n, specs[n], stats, source, embedded[n]) for n in wanted}, stats
+
+
+def stale_collections(folder: Path, manifest: dict[str, Any] | None, prints: dict[str, str]) -> list[str]:
+    """The collections whose transformed file in `folder` is not the one `prints` describe: the
+    transform rewrites them, and `etl plan` says so."""
+    old = (manifest or {}).get("collections") or {}
+    return sorted(n for n, fp in prints.items() if not _current(folder, old.get(n), fp))
 
 
 def _current(folder: Path, prev: dict[str, Any] | None, fp: str) -> bool:
