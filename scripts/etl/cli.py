@@ -2,7 +2,7 @@
 
 The modules do the work; this file only finds them and turns their exceptions into one line on
 stderr plus the documented exit code (0 ok, 1 error, 2 changes found, 3 decisions pending,
-4 validation failed). `--debug` shows the traceback instead.
+4 validation failed, 5 the anomaly guard stopped the load). `--debug` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "status": "etl.status:status_cmd",
     "compare": "etl.compare:compare_cmd",
     "test-data": "etl.contract:test_data_cmd",
+    "guard": "etl.guard:guard_cmd",
 }
 
 
@@ -131,7 +132,8 @@ def cli():
     the environment and flags (see `etl config`).
 
     Exit codes: 0 ok, 1 error, 2 changes found (detect --exit-code), 3 breaking changes wait
-    for a decision, 4 validation failed.
+    for a decision, 4 validation failed, 5 the anomaly guard stopped the load (a collection
+    shrank beyond ETL_GUARD_MAX_SHRINK or became empty; accept with --accept-shrink).
     """
 
 

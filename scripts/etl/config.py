@@ -122,6 +122,29 @@ def _parse_db_list(raw: str) -> list[str]:
     return [check_db_name(name) for name in _parse_list(raw)]
 
 
+def _parse_percent(raw: str) -> float:
+    """`50%` or `50` (a percentage, 0 to 100) as a fraction, 0.5."""
+    text = raw.strip().removesuffix("%").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a percentage such as 50%, got {raw!r}") from None
+    if not 0 <= value <= 100:
+        raise ValueError(f"a percentage must be between 0% and 100%, got {raw!r}")
+    return value / 100
+
+
+def _parse_percent_map(raw: str) -> dict[str, float]:
+    """`daily_metrics=90%,audiences=100%`: a percentage per collection."""
+    out: dict[str, float] = {}
+    for item in _parse_list(raw):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"expected collection=percent, got {item!r}")
+        out[name.strip()] = _parse_percent(value)
+    return out
+
+
 @dataclass(frozen=True)
 class Setting:
     key: str
@@ -165,6 +188,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLOUDWATCH_LOG_GROUP", _parse_str, "", "CloudWatch Logs group (empty: off)"),
     Setting("CLOUDWATCH_LOG_STREAM", _parse_str, "etl", "CloudWatch Logs stream prefix"),
     Setting("CLOUDWATCH_ENDPOINT_URL", _parse_http_url, "", "CloudWatch endpoint (empty: AWS)"),
+    Setting("ETL_GUARD_MAX_SHRINK", _parse_percent, "50%", "largest drop in a collection's count a load accepts"),
+    Setting("ETL_GUARD_MAX_SHRINK_COLLECTIONS", _parse_percent_map, "",
+            "per-collection limits, e.g. daily_metrics=90%,audiences=100%"),
+    Setting("ETL_GUARD_TIMESTAMP_COLUMNS", _parse_list, "updated_at,modified_at,last_modified,last_updated_at",
+            "columns whose newest value must not go back"),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 

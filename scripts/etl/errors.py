@@ -9,6 +9,7 @@ EXIT_ERROR = 1
 EXIT_CHANGES = 2  # detect --exit-code found changes
 EXIT_PENDING = 3  # breaking changes wait for a decision; MongoDB untouched
 EXIT_INVALID = 4  # validation failed; previous data still there or restored
+EXIT_GUARD = 5  # the anomaly guard stopped the load (a collection shrank); MongoDB untouched
 
 
 class EtlError(Exception):
@@ -83,6 +84,13 @@ class ValidationFailed(EtlError):
     """The loaded data does not match its source or its schema."""
 
     exit_code = EXIT_INVALID
+
+
+class GuardStop(EtlError):
+    """A collection of the new dump shrank beyond ETL_GUARD_MAX_SHRINK, became empty, or its
+    newest timestamp went back; the load did not start and MongoDB was not touched."""
+
+    exit_code = EXIT_GUARD
 
 
 class BackupError(EtlError):

@@ -28,7 +28,7 @@ import click
 from etl import lock, runlog
 from etl.cli import config_options
 from etl.config import SOURCES, Config
-from etl.errors import EXIT_ERROR, EXIT_INVALID, EXIT_OK, EXIT_PENDING, RunError
+from etl.errors import EXIT_ERROR, EXIT_GUARD, EXIT_INVALID, EXIT_OK, EXIT_PENDING, RunError
 from etl.mongo import check_db_name
 from etl.paths import paths
 from etl.progress import PROGRESS_TTY_ENV
@@ -38,7 +38,7 @@ out_log = logging.getLogger("etl.run.output")
 
 PIPELINE_TARGET = "pipeline"
 # Exit codes a stage may hand to cron through the run; anything else is "1, an error".
-PASSED_THROUGH = (EXIT_PENDING, EXIT_INVALID)
+PASSED_THROUGH = (EXIT_PENDING, EXIT_INVALID, EXIT_GUARD)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _MAKE_ERROR = re.compile(r"make(?:\[\d+\])?: \*\*\* \[[^\]]*\] Error (\d+)")
 
@@ -52,6 +52,7 @@ class RunOptions:
     interactive: bool = False
     yes_safe: bool = False
     decisions: Path | None = None
+    accept_shrink: str | None = None  # collections the anomaly guard lets through, comma-separated
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
@@ -93,7 +94,19 @@ def make_variables(opts: RunOptions) -> list[str]:
         # DECISIONS_FILE, not DECISIONS: the Makefile's DECISIONS names the tracked
         # schemas/decisions.yaml, and a command-line variable would override it.
         pairs.append(("DECISIONS_FILE", str(opts.decisions)))
+    if opts.accept_shrink:
+        pairs.append(("ACCEPT_SHRINK", opts.accept_shrink))
     return [f"{name}={_make_value(value)}" for name, value in pairs]
+
+
+def _accept_list(values) -> list[str]:
+    from etl.guard import parse_accept
+
+    names = parse_accept(values)
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*", name):
+            raise RunError(f"--accept-shrink: {name[:60]!r} is not a collection name")
+    return names
 
 
 def check_options(opts: RunOptions, stdin_tty: bool) -> None:
@@ -424,20 +437,23 @@ def summary_lines(audit: dict[str, Any]) -> list[str]:
               help="Apply safe changes without asking; review changes need recorded decisions.")
 @click.option("--decisions", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A decisions file (YAML/JSON) to apply for this run.")
+@click.option("--accept-shrink", "accept_shrink", multiple=True, metavar="COLLECTION[,…]",
+              help="Let the anomaly guard load these collections although they shrank (recorded in the audit).")
 @config_options
-def run_cmd(cfg: Config, source, auto_latest, key, db, interactive, yes_safe, decisions):
+def run_cmd(cfg: Config, source, auto_latest, key, db, interactive, yes_safe, decisions, accept_shrink):
     """Run the whole pipeline: acquire → … → push; only stale stages do work.
 
     One run at a time (.run/etl.lock). Writes logs/etl/<run id>.log, an audit record in
     the etl_audit collection, reports/run-<run id>.html and, when CLOUDWATCH_LOG_GROUP is set,
-    CloudWatch Logs. Without --interactive nothing prompts (safe for cron). Exits with the
-    pipeline's code: 0 ok, 1 error, 3 decisions pending, 4 validation failed.
+    CloudWatch Logs. Without --interactive nothing prompts (safe for cron). Exits with the pipeline's code: 0 ok,
+    1 error, 3 decisions pending, 4 validation failed, 5 the anomaly guard stopped the load.
 
     Example: etl run --source s3 --auto-latest --db bravo-1-20261126
     """
     opts = RunOptions(source=source, auto_latest=auto_latest, key=key, db=db,
                       interactive=interactive, yes_safe=yes_safe,
-                      decisions=decisions.resolve() if decisions else None)
+                      decisions=decisions.resolve() if decisions else None,
+                      accept_shrink=",".join(_accept_list(accept_shrink)) or None)
     code, _ = run_pipeline(cfg, opts, opts.argv())
     if code:
         raise click.exceptions.Exit(code)

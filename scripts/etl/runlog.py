@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from etl.config import Config, mask_uri, secrets_of
-from etl.errors import EXIT_CHANGES, EXIT_INVALID, EXIT_OK, EXIT_PENDING, EtlError, RunError
+from etl.errors import EXIT_CHANGES, EXIT_GUARD, EXIT_INVALID, EXIT_OK, EXIT_PENDING, EtlError, RunError
 from etl.fsutil import read_json, write_atomic
 from etl.paths import paths
 
@@ -48,7 +48,7 @@ RUN_LOG_ENV = "ETL_RUN_LOG"
 # The pipeline's stages in order; commands outside this list (status, compare, config) are
 # not stages and leave no stage record.
 STAGES = ("acquire", "restore", "snapshot", "detect", "decide", "canonical", "generate",
-          "mongo-schema", "transform", "backup", "load", "validate", "test-data", "push")
+          "mongo-schema", "transform", "guard", "backup", "load", "validate", "test-data", "push")
 RUN_ID_RE = re.compile(r"\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}(?:-\d{1,3})?")
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -182,7 +182,7 @@ def current_run_id() -> str | None:
 
 def status_for(exit_code: int) -> str:
     return {EXIT_OK: "ok", EXIT_CHANGES: "changes", EXIT_PENDING: "pending",
-            EXIT_INVALID: "invalid"}.get(exit_code, "failed")
+            EXIT_INVALID: "invalid", EXIT_GUARD: "anomaly"}.get(exit_code, "failed")
 
 
 def exit_code_of(exc: BaseException) -> int:
@@ -412,6 +412,7 @@ def collect_facts(cfg: Config, db: str, since: datetime,
         "backup_version": info.get("backup_version") or _backup_version(db, since),
         "validation": info.get("validation") or _validation(db, since),
         "push": info.get("push"),
+        "guard": info.get("guard"),
     }
     decided = facts["changes"].pop("decided", None)
     facts["decisions"] = info.get("decisions") or decided or _decisions(
