@@ -66,6 +66,9 @@ all: $(BOOT) ## Run the whole pipeline (only stale stages work); INTERACTIVE=1, 
 	@$(ETL) run $(if $(INTERACTIVE),--interactive) $(if $(YES_SAFE),--yes-safe) $(if $(AUTO_LATEST),--auto-latest) \
 	    $(if $(DECISIONS_FILE),--decisions $(DECISIONS_FILE)) $(ACCEPT_FLAGS)
 
+plan: $(BOOT) ## What `make all` would do now, without doing it (JSON=1 for scripts; ACCEPT_SHRINK=…)
+	@$(ETL) plan $(if $(JSON),--json) $(if $(DECISIONS_FILE),--decisions $(call shell-quote,DECISIONS_FILE)) $(ACCEPT_FLAGS)
+
 demo: $(BOOT) node-deps mongo-deps ## The whole pipeline on local services and the sample dump
 	@$(ETL) services up
 	@$(ETL) sample --upload
@@ -232,6 +235,6 @@ help: ## This list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]*:.*## / {printf "  %-16s %s\n", $$1, $$2} /^## ----/ {sub(/^## -+ */, ""); sub(/ -+$$/, ""); printf "\n%s\n", $$0}' $(MAKEFILE_LIST)
 
 FORCE:
-.PHONY: all demo pipeline acquire restore snapshot decide canonical generate mongo-schema transform \
+.PHONY: all demo pipeline plan acquire restore snapshot decide canonical generate mongo-schema transform \
 	guard load validate test-data push detect backup list-versions rollback migrate status compare config services-up \
 	services-down services-status sample sample-changed test bench node-deps mongo-deps clean help FORCE

@@ -44,6 +44,7 @@ COMMANDS: dict[str, str] = {
     "compare": "etl.compare:compare_cmd",
     "test-data": "etl.contract:test_data_cmd",
     "guard": "etl.guard:guard_cmd",
+    "plan": "etl.plan_run:plan_cmd",
 }
 
 
@@ -134,6 +135,8 @@ def cli():
     Exit codes: 0 ok, 1 error, 2 changes found (detect --exit-code), 3 breaking changes wait
     for a decision, 4 validation failed, 5 the anomaly guard stopped the load (a collection
     shrank beyond ETL_GUARD_MAX_SHRINK or became empty; accept with --accept-shrink).
+
+    Example: etl plan   # what `etl run` would do now, without doing it
     """
 
 
