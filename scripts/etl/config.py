@@ -145,6 +145,75 @@ def _parse_percent_map(raw: str) -> dict[str, float]:
     return out
 
 
+ALERT_EVENTS = ("failure", "pending", "guard", "success")
+
+
+def _parse_alert_on(raw: str) -> list[str]:
+    events = [e.lower() for e in _parse_list(raw)]
+    unknown = [e for e in events if e not in ALERT_EVENTS]
+    if unknown:
+        raise ValueError(f"unknown event {unknown[0]!r}; events are {', '.join(ALERT_EVENTS)}")
+    return events
+
+
+def _parse_addresses(raw: str) -> list[str]:
+    found = _parse_list(raw)
+    for address in found:
+        if not re.fullmatch(r"[^@\s,]+@[^@\s,]+", address):
+            raise ValueError(f"not an e-mail address: {address!r}")
+    return found
+
+
+def _parse_seconds(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, got {raw!r}") from None
+    if not 0 < value <= 300:
+        raise ValueError(f"must be more than 0 and at most 300 seconds, got {raw!r}")
+    return value
+
+
+def _parse_webhook_url(raw: str) -> str:
+    # The messages never repeat the value: a webhook URL usually carries its token.
+    value = raw.strip()
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL (not shown: it may hold a token)")
+    try:
+        parts.port  # noqa: B018 - raises on a non-numeric port
+    except ValueError:
+        raise ValueError("the URL has a bad port (not shown: it may hold a token)") from None
+    return value
+
+
+def mask_webhook(value: str) -> str:
+    """A webhook URL with its path and query (where services put the token) masked. Text that
+    is not a URL (a parse error's message) is returned as it is."""
+    if not re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", value):
+        return value
+    parts = urlsplit(value)
+    if not parts.hostname:
+        return "***"
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    hidden = parts.path not in ("", "/") or parts.query or parts.password
+    return f"{parts.scheme}://{host}/***" if hidden else f"{parts.scheme}://{host}/"
+
+
+def _webhook_secrets(value: str) -> list[str]:
+    parts = urlsplit(value)
+    found = [value]
+    if parts.path not in ("", "/"):
+        found.append(parts.path.lstrip("/"))
+    if parts.query:
+        found.append(parts.query)
+    if parts.password:
+        found.append(parts.password)
+    return found
+
+
 @dataclass(frozen=True)
 class Setting:
     key: str
@@ -193,6 +262,18 @@ SETTINGS: tuple[Setting, ...] = (
             "per-collection limits, e.g. daily_metrics=90%,audiences=100%"),
     Setting("ETL_GUARD_TIMESTAMP_COLUMNS", _parse_list, "updated_at,modified_at,last_modified,last_updated_at",
             "columns whose newest value must not go back"),
+    Setting("ALERT_ON", _parse_alert_on, "failure,pending,guard", "run outcomes that send an alert"),
+    Setting("ALERT_WEBHOOK_URL", _parse_webhook_url, "", "webhook receiving a JSON alert (empty: off)", secret=True),
+    Setting("ALERT_WEBHOOK_FORMAT", _parse_choice("json", "slack"), "json", "json, or slack for {\"text\": …}"),
+    Setting("ALERT_SMTP_HOST", _parse_str, "", "SMTP server for alert mails (empty: off)"),
+    Setting("ALERT_SMTP_PORT", _parse_int(1), "587", "SMTP port"),
+    Setting("ALERT_SMTP_TLS", _parse_choice("starttls", "ssl", "none"), "starttls", "starttls, ssl or none"),
+    Setting("ALERT_SMTP_USER", _parse_str, "", "SMTP login (empty: none)"),
+    Setting("ALERT_SMTP_PASSWORD", _parse_str, "", "SMTP password", secret=True),
+    Setting("ALERT_SMTP_FROM", _parse_str, "", "sender address (empty: etl@<host>)"),
+    Setting("ALERT_SMTP_TO", _parse_addresses, "", "recipients, comma-separated"),
+    Setting("ALERT_TIMEOUT", _parse_seconds, "10", "seconds per alert attempt"),
+    Setting("ALERT_RETRIES", _parse_int(0), "2", "further attempts after a failed alert"),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 
@@ -327,6 +408,8 @@ def mask(key: str, value: str) -> str:
     if setting and setting.secret and value:
         if key in ("MONGO_URI", "PROD_PG_DSN"):
             return mask_uri(value)
+        if key == "ALERT_WEBHOOK_URL":
+            return mask_webhook(value)
         return "***"
     return value
 
@@ -339,7 +422,9 @@ def secrets_of(cfg: Config) -> list[str]:
         value = cfg.raw.get(s.key, "")
         if not (s.secret and value):
             continue
-        if "://" in value:
+        if s.key == "ALERT_WEBHOOK_URL":
+            found += _webhook_secrets(value)
+        elif "://" in value:
             pw = urlsplit(value).password
             if pw:
                 found.append(pw)

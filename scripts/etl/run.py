@@ -340,6 +340,13 @@ def close_run(cfg: Config, run: runlog.Run, code: int, error: str | None, interr
         except Exception as exc:  # noqa: BLE001
             _note(run, f"report not written: {type(exc).__name__}: {exc}")
         try:
+            from etl import alerts
+
+            # Bounded by ALERT_TIMEOUT and ALERT_RETRIES; a receiver that is down is a note.
+            audit["alerts"] = alerts.notify(cfg, audit, run.redact, summary_lines(audit), note=lambda n: _note(run, n))
+        except Exception as exc:  # noqa: BLE001
+            _note(run, f"alerts not sent: {type(exc).__name__}: {exc}")
+        try:
             stream = runlog.push_cloudwatch(cfg, run, audit)
             if stream:
                 audit["cloudwatch"] = {"group": cfg["CLOUDWATCH_LOG_GROUP"], "stream": stream}
@@ -445,7 +452,8 @@ def run_cmd(cfg: Config, source, auto_latest, key, db, interactive, yes_safe, de
 
     One run at a time (.run/etl.lock). Writes logs/etl/<run id>.log, an audit record in
     the etl_audit collection, reports/run-<run id>.html and, when CLOUDWATCH_LOG_GROUP is set,
-    CloudWatch Logs. Without --interactive nothing prompts (safe for cron). Exits with the pipeline's code: 0 ok,
+    CloudWatch Logs, and alerts (ALERT_ON, ALERT_WEBHOOK_URL, ALERT_SMTP_*). Without
+    --interactive nothing prompts (safe for cron). Exits with the pipeline's code: 0 ok,
     1 error, 3 decisions pending, 4 validation failed, 5 the anomaly guard stopped the load.
 
     Example: etl run --source s3 --auto-latest --db bravo-1-20261126
