@@ -45,6 +45,7 @@ COMMANDS: dict[str, str] = {
     "test-data": "etl.contract:test_data_cmd",
     "guard": "etl.guard:guard_cmd",
     "plan": "etl.plan_run:plan_cmd",
+    "mcp": "etl.mcp_server:mcp_cmd",
 }
 
 

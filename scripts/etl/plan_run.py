@@ -740,6 +740,12 @@ def _login() -> str:
 
 def build_run_plan(cfg: Config, opts: Options | None = None) -> dict[str, Any]:
     """The plan as JSON-able data (see the module's docstring)."""
+    return plan_and_inputs(cfg, opts)[0]
+
+
+def plan_and_inputs(cfg: Config, opts: Options | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The plan, and what its decide would read: {changes_doc, snapshot, accepted} (the detected
+    changes as this run would see them, the snapshot they lead to, the accepted one)."""
     from etl import lock
 
     opts = opts or Options()
@@ -750,8 +756,10 @@ def build_run_plan(cfg: Config, opts: Options | None = None) -> dict[str, Any]:
         if holder and isinstance(holder.get("pid"), int) and lock.pid_alive(holder["pid"]):
             planner.notes.append(f"a run is in progress ({lock.describe_holder(holder)}); "
                                  "this plan describes the state before it ends")
+        accepted_before = planner.accepted
         planner.simulate()
-        return _assemble(planner)
+        inputs = {"changes_doc": planner.changes_doc, "snapshot": planner.snapshot, "accepted": accepted_before}
+        return _assemble(planner), inputs
     finally:
         planner.close()
         shutil.rmtree(work, ignore_errors=True)
