@@ -67,7 +67,8 @@ all: $(BOOT) ## Run the whole pipeline (only stale stages work); INTERACTIVE=1, 
 	    $(if $(DECISIONS_FILE),--decisions $(DECISIONS_FILE)) $(ACCEPT_FLAGS)
 
 plan: $(BOOT) ## What `make all` would do now, without doing it (JSON=1 for scripts; ACCEPT_SHRINK=…)
-	@$(ETL) plan $(if $(JSON),--json) $(if $(DECISIONS_FILE),--decisions $(call shell-quote,DECISIONS_FILE)) $(ACCEPT_FLAGS)
+	@$(ETL) plan $(if $(JSON),--json) $(if $(KEY),--key $(call shell-quote,KEY)) $(if $(LOAD_MODE),--mode $(call shell-quote,LOAD_MODE)) \
+	    $(if $(filter yes,$(FULL_REFRESH)),--full-refresh) $(if $(DECISIONS_FILE),--decisions $(call shell-quote,DECISIONS_FILE)) $(ACCEPT_FLAGS)
 
 demo: $(BOOT) node-deps mongo-deps ## The whole pipeline on local services and the sample dump
 	@$(ETL) services up

@@ -129,7 +129,7 @@ def cli():
     """Keep MongoDB (bravo-1) in sync with PostgreSQL (media_tool).
 
     Stages, in order: acquire, restore, snapshot, detect, decide, canonical, generate,
-    mongo-schema, transform, backup, load, validate, push. `etl run` runs them all; the
+    mongo-schema, transform, guard, backup, load, validate, push. `etl run` runs them all; the
     Makefile runs only the stale ones. Settings come from pipeline.env, pipeline.local.env,
     the environment and flags (see `etl config`).
 

@@ -22,7 +22,7 @@ from etl.runlog import Redactor, check_run_id, parse_iso
 
 STATUS_COLOURS = {
     "ok": "#2e7d32", "failed": "#c62828", "pending": "#ef6c00", "invalid": "#6a1b9a",
-    "running": "#1565c0", "changes": "#00838f", "interrupted": "#616161",
+    "running": "#1565c0", "changes": "#00838f", "interrupted": "#616161", "anomaly": "#ad1457",
 }
 IMPACT_COLUMNS = (("zod", "Zod"), ("mongodb", "MongoDB"), ("api", "API"), ("ui", "UI"),
                   ("tests", "Tests"))
