@@ -6,7 +6,6 @@ once a person accepts it, with the acceptance in the audit record."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from datetime import datetime, timedelta, timezone
 
@@ -17,6 +16,8 @@ from etl.errors import ConfigError
 from etl.guard import evaluate, gather, parse_accept, pct
 
 from conftest import REPO
+from test_e2e import make, tree  # noqa: F401 - `tree` is a fixture
+from test_plan import build_sample, last_run, plan
 
 ETL = REPO / ".venv" / "bin" / "etl"
 
@@ -130,9 +131,6 @@ def test_gather_reads_counts_and_newest_timestamps_from_the_servers(pg, mongo_db
 
 # --- through the Makefile ------------------------------------------------------------------------
 
-pytest_slow = pytest.mark.slow
-
-
 def _state(env) -> dict:
     """Every collection's documents (raw BSON, sorted) and options, to prove MongoDB unchanged."""
     import hashlib
@@ -156,15 +154,11 @@ def _state(env) -> dict:
         client.close()
 
 
-@pytest_slow
+@pytest.mark.slow
 def test_a_collapsed_table_stops_the_run_until_a_person_accepts_it(tree):
-    from test_plan import build_sample, last_run, plan
-
     root, env, s3client, bucket = tree
     base = build_sample(root, env, "base.dump", "--metrics-rows", "2000")
     s3client.upload_file(str(base), bucket, "postgres-exports/media_tool-2026-11-26.dump")
-    from test_e2e import make
-
     first = make(root, env, "all")
     assert first.returncode == 0, first.stdout[-3000:]
     collapsed = build_sample(root, env, "collapsed.dump", "--metrics-rows", "10")
@@ -208,5 +202,3 @@ def test_a_collapsed_table_stops_the_run_until_a_person_accepts_it(tree):
     after = _state(env)
     assert after["daily_metrics"][0] == 10 and after["campaigns"] == before["campaigns"]
 
-
-from test_e2e import tree  # noqa: E402,F401 - the fixture
