@@ -18,6 +18,10 @@ BOOT := $(VENV)/.installed
 # pipeline.local.env, then pipeline.env.
 setting = $(or $($(1)),$(shell sed -n 's/^$(1)=//p' pipeline.env $(wildcard pipeline.local.env) | tail -n 1))
 
+# A make variable as one shell word: its raw text (make functions in it are not run), single-
+# quoted, with any ' inside closed, escaped and reopened.
+shell-quote = '$(subst ','\'',$(value $(1)))'
+
 # Make variables (DB=…, SOURCE=…) win over everything and are passed on as flags/settings.
 DB ?= $(call setting,MONGO_DB_NAME)
 SOURCE ?= $(call setting,ETL_SOURCE)
@@ -29,6 +33,8 @@ endif
 ifdef DUMP
 export ETL_DUMP_FILE := $(abspath $(DUMP))
 endif
+# Collections the anomaly guard may load although they shrank: ACCEPT_SHRINK=daily_metrics,…
+ACCEPT_FLAGS := $(if $(ACCEPT_SHRINK),--accept-shrink $(call shell-quote,ACCEPT_SHRINK))
 
 # The files that link the stages (see docs/architecture.md).
 DUMP_POINTER := data/dumps/current.json
@@ -48,6 +54,7 @@ LOADED := $(STAMPS)/load.stamp
 VALIDATED := $(STAMPS)/validate.stamp
 CONTRACT := $(STAMPS)/contract.stamp
 PUSHED := $(STAMPS)/push.stamp
+GUARDED := $(STAMPS)/guard.stamp
 
 # With --source local there is no dump to tell us the database changed: always re-snapshot
 # (cheap: catalog queries; the snapshot file changes only when the schema does).
@@ -57,7 +64,11 @@ SNAPSHOT_FORCE := $(if $(filter local,$(SOURCE)),FORCE)
 
 all: $(BOOT) ## Run the whole pipeline (only stale stages work); INTERACTIVE=1, DB=…, SOURCE=…
 	@$(ETL) run $(if $(INTERACTIVE),--interactive) $(if $(YES_SAFE),--yes-safe) $(if $(AUTO_LATEST),--auto-latest) \
-	    $(if $(DECISIONS_FILE),--decisions $(DECISIONS_FILE))
+	    $(if $(DECISIONS_FILE),--decisions $(DECISIONS_FILE)) $(ACCEPT_FLAGS)
+
+plan: $(BOOT) ## What `make all` would do now, without doing it (JSON=1 for scripts; ACCEPT_SHRINK=…)
+	@$(ETL) plan $(if $(JSON),--json) $(if $(KEY),--key $(call shell-quote,KEY)) $(if $(LOAD_MODE),--mode $(call shell-quote,LOAD_MODE)) \
+	    $(if $(filter yes,$(FULL_REFRESH)),--full-refresh) $(if $(DECISIONS_FILE),--decisions $(call shell-quote,DECISIONS_FILE)) $(ACCEPT_FLAGS)
 
 demo: $(BOOT) node-deps mongo-deps ## The whole pipeline on local services and the sample dump
 	@$(ETL) services up
@@ -74,6 +85,7 @@ canonical: $(CANONICAL) ## Canonical per-collection schemas and the mapping
 generate: $(GENERATED) ## JSON Schema, OpenAPI, TypeScript, Zod and Pydantic artifacts
 mongo-schema: $(MONGO_SCHEMA) ## MongoDB validators and indexes
 transform: $(TRANSFORMED) ## PostgreSQL rows -> documents (mongodump layout)
+guard: $(GUARDED) ## Stop when a collection of the new dump shrank or emptied (exit 5; ACCEPT_SHRINK=…)
 load: $(LOADED) ## Back up, then load the transformed data into MongoDB
 validate: $(VALIDATED) ## Check counts, schemas, checksums and references
 test-data: $(CONTRACT) ## Run the generated contract tests against the loaded database
@@ -119,7 +131,14 @@ $(STAMPS)/transform.stamp: $(MAPPING) $(RESTORED) $(DECIDED)
 
 $(TRANSFORMED): $(STAMPS)/transform.stamp ;
 
-$(LOADED): $(TRANSFORMED) $(MONGO_SCHEMA)
+# The anomaly guard reads MongoDB and writes nothing there. make builds prerequisites left to
+# right, so it runs before mongo-schema and the load touch MongoDB; a stop (exit 5) leaves no
+# stamp, so the next run checks again.
+$(GUARDED): $(TRANSFORMED)
+	@$(ETL) guard --db $(DB) $(ACCEPT_FLAGS)
+	@mkdir -p $(@D) && touch $@
+
+$(LOADED): $(TRANSFORMED) $(GUARDED) $(MONGO_SCHEMA)
 	@$(ETL) load --db $(DB) $(if $(LOAD_MODE),--mode $(LOAD_MODE)) $(if $(filter yes,$(PRUNE)),--prune --yes) \
 	    $(if $(filter yes,$(FULL_REFRESH)),--drop-database --yes)
 	@mkdir -p $(@D) && touch $@
@@ -220,6 +239,6 @@ help: ## This list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]*:.*## / {printf "  %-16s %s\n", $$1, $$2} /^## ----/ {sub(/^## -+ */, ""); sub(/ -+$$/, ""); printf "\n%s\n", $$0}' $(MAKEFILE_LIST)
 
 FORCE:
-.PHONY: all demo pipeline acquire restore snapshot decide canonical generate mongo-schema transform \
-	load validate test-data push detect init backup list-versions rollback migrate status compare config services-up \
+.PHONY: all demo pipeline plan acquire restore snapshot decide canonical generate mongo-schema transform \
+	guard load validate test-data push detect init backup list-versions rollback migrate status compare config services-up \
 	services-down services-status sample sample-changed test bench node-deps mongo-deps clean help FORCE

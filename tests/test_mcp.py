@@ -83,7 +83,7 @@ def test_an_agent_reviews_the_sample_release_over_mcp(tree):
 
     pending = seen["pending"]
     assert pending["next_run_exit_code"] == 3 and pending["next_run_stops_at"] == "decide"
-    assert len(pending["changes"]) == 7
+    assert len(pending["changes"]) == 8
     assert sorted(p["kind"] for p in pending["pending"]) == ["column_removed", "column_type_changed"]
     rate = next(p for p in pending["pending"] if p["kind"] == "column_type_changed")
     assert rate["summary"] == "Type change: line_items.rate (number → string)"

@@ -1,5 +1,5 @@
 """`etl plan` (make plan) against what `make all` then did, on a copy of the tracked tree with
-this session's PostgreSQL, S3 and MongoDB: the sample's schema release (seven changes, two
+this session's PostgreSQL, S3 and MongoDB: the sample's schema release (eight changes, two
 waiting), then the decisions, then the quiet nights, then a new dump. Each plan is checked
 against the stage records, the audit record and MongoDB after the run, and each plan must
 leave every file, the bucket and MongoDB exactly as they were."""
@@ -108,7 +108,7 @@ def test_plan_predicts_what_make_all_then_does(tree):
     assert first["exit_code"] == 3 and first["stops_at"] == "decide"
     assert first["runs"] == ["acquire", "restore", "snapshot", "detect", "decide"]
     schema = first["schema"]
-    assert len(schema["changes"]) == 7
+    assert len(schema["changes"]) == 8
     missing = {c["kind"]: c for c in schema["missing_decisions"]}
     assert sorted(missing) == ["column_removed", "column_type_changed"]
     assert missing["column_type_changed"]["summary"] == "Type change: line_items.rate (number → string)"
